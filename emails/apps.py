@@ -1,0 +1,8 @@
+"""The email domain that produces notification events."""
+
+from django.apps import AppConfig
+
+
+class EmailsConfig(AppConfig):
+    name = "emails"
+    verbose_name = "Emails"

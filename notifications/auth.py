@@ -1,0 +1,63 @@
+"""Access token -> user, through simplejwt's own authentication class.
+
+REST (DRF's JWTAuthentication) and the WebSocket share one policy: token type, signature,
+algorithm, expiry, blacklist, active user, password-change revocation.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+
+User = get_user_model()
+
+
+class TokenRejected(Exception):
+    """The token is not usable: close 4002. `reason` is safe to log, never sent to clients."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AuthenticatedToken:
+    user: User
+    expires_at: datetime
+
+
+_authentication = JWTAuthentication()
+
+
+def authenticate_access_token(raw_token: str) -> AuthenticatedToken:
+    """Validate an access token string and return its active user, or raise TokenRejected.
+
+    The caller must have checked that `raw_token` is a non-empty string: simplejwt's
+    AccessToken(None) mints a fresh token instead of failing. Database errors propagate.
+    """
+    if not isinstance(raw_token, str) or not raw_token:
+        raise TypeError("raw_token must be a non-empty string")
+    try:
+        validated = _authentication.get_validated_token(raw_token.encode())
+        user = _authentication.get_user(validated)
+    except (InvalidToken, TokenError, AuthenticationFailed) as exc:
+        raise TokenRejected(_reason(exc)) from None
+    except (DjangoValidationError, ValueError, TypeError, OverflowError):
+        # A signed token whose user_id is not a UUID makes the user lookup raise.
+        raise TokenRejected("malformed user id claim") from None
+    expires_at = datetime.fromtimestamp(validated["exp"], tz=UTC)
+    return AuthenticatedToken(user=user, expires_at=expires_at)
+
+
+def _reason(exc: Exception) -> str:
+    detail = getattr(exc, "detail", None)
+    if isinstance(detail, dict):
+        code = detail.get("code")
+        if code:
+            return str(code)
+    code = getattr(exc, "default_code", None) or type(exc).__name__
+    return str(code)

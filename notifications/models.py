@@ -1,0 +1,60 @@
+"""The event store: every published event, numbered per user, kept for replay."""
+
+import json
+
+from django.conf import settings
+from django.db import models
+
+from notifications.events import EventType, format_timestamp
+
+
+class EventCounter(models.Model):
+    """The last sequence number handed out to a user; its row lock orders their events."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        primary_key=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+    )
+    last_event_id = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.last_event_id}"
+
+
+class Event(models.Model):
+    """One published event. `sequence` is the envelope's `id`: 1, 2, 3, … per user."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,  # the (user, sequence) unique index serves every lookup by user
+    )
+    sequence = models.BigIntegerField()
+    type = models.CharField(max_length=32, choices=[(t.value, t.value) for t in EventType])
+    data = models.JSONField()
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "sequence"], name="event_user_sequence_unique")
+        ]
+        ordering = ["user", "sequence"]
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.type} for {self.user_id}"
+
+    def envelope(self) -> dict:
+        """The wire form of this event (PROTOCOL §2)."""
+        return {
+            "id": self.sequence,
+            "type": self.type,
+            "user_id": str(self.user_id),
+            "data": self.data,
+            "timestamp": format_timestamp(self.created_at),
+        }
+
+    def envelope_json(self) -> str:
+        return json.dumps(self.envelope(), separators=(",", ":"), ensure_ascii=False)

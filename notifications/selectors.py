@@ -1,0 +1,45 @@
+"""Reads of the event store, always scoped to one user."""
+
+import uuid
+from dataclasses import dataclass
+
+from notifications.models import Event, EventCounter
+
+
+def event_latest_id_for_user(*, user_id: uuid.UUID) -> int:
+    """The user's newest event id (0 when they have none)."""
+    return (
+        EventCounter.objects.filter(user_id=user_id).values_list("last_event_id", flat=True).first()
+        or 0
+    )
+
+
+def event_list_for_user(
+    *, user_id: uuid.UUID, after: int, limit: int, up_to: int | None = None
+) -> list[Event]:
+    """The user's kept events with after < id (<= up_to), oldest first, at most `limit`."""
+    events = Event.objects.filter(user_id=user_id, sequence__gt=after)
+    if up_to is not None:
+        events = events.filter(sequence__lte=up_to)
+    return list(events.order_by("sequence")[:limit])
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    latest_id: int
+    recovered: bool
+
+
+def event_resume_point_for_user(*, user_id: uuid.UUID, last_event_id: int | None) -> ResumePoint:
+    """Whether every event after `last_event_id` is still kept, and the newest id.
+
+    Not recovered when the next event was pruned, or when the client claims an id this store
+    never issued (a reset database): either way it must reload its state.
+    """
+    latest = event_latest_id_for_user(user_id=user_id)
+    if last_event_id is None or last_event_id == latest:
+        return ResumePoint(latest_id=latest, recovered=True)
+    if last_event_id > latest:
+        return ResumePoint(latest_id=latest, recovered=False)
+    next_kept = Event.objects.filter(user_id=user_id, sequence=last_event_id + 1).exists()
+    return ResumePoint(latest_id=latest, recovered=next_kept)

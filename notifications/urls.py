@@ -1,0 +1,10 @@
+"""/api/v1/notifications/ routes (the WebSocket route is in routing.py)."""
+
+from django.urls import re_path
+
+from notifications.views import EventListApi, TestEventApi
+
+urlpatterns = [
+    re_path(r"^events/?$", EventListApi.as_view(), name="notifications-events"),
+    re_path(r"^test/?$", TestEventApi.as_view(), name="notifications-test"),
+]

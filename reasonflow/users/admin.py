@@ -1,0 +1,23 @@
+"""Admin for users: the stock UserAdmin adapted to an email login."""
+
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+
+from reasonflow.users.forms import UserAdminChangeForm, UserAdminCreationForm
+from reasonflow.users.models import User
+
+
+@admin.register(User)
+class UserAdmin(BaseUserAdmin):
+    form = UserAdminChangeForm
+    add_form = UserAdminCreationForm
+    ordering = ["email"]
+    list_display = ["email", "id", "is_active", "is_staff", "date_joined"]
+    search_fields = ["email", "id"]
+    readonly_fields = ["id", "date_joined", "last_login"]
+    fieldsets = (
+        (None, {"fields": ("id", "email", "password", "full_name")}),
+        ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups")}),
+        ("Dates", {"fields": ("last_login", "date_joined")}),
+    )
+    add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)

@@ -1,0 +1,37 @@
+"""State changes of users: registration and token issuing."""
+
+from django.contrib.auth.password_validation import validate_password
+from django.db import transaction
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from reasonflow.users.models import User
+
+
+def user_register(*, email: str, password: str) -> User:
+    """Create an active user. Raises django.core.exceptions.ValidationError on a weak password."""
+    email = User.objects.normalize_email(email).lower()
+    validate_password(password, user=User(email=email))
+    with transaction.atomic():
+        return User.objects.create_user(email=email, password=password)
+
+
+def user_issue_tokens(*, user: User) -> dict[str, str]:
+    """A fresh refresh/access token pair for `user` (simplejwt, so REST and WS accept it)."""
+    refresh = RefreshToken.for_user(user)
+    return {"access": str(refresh.access_token), "refresh": str(refresh)}
+
+
+DEMO_EMAIL = "demo@reasonflow.local"
+DEMO_PASSWORD = "reasonflow-demo-2026"  # noqa: S105 - printed on purpose for local demos
+
+
+def user_ensure_demo() -> User:
+    """The demo user of the embedded quickstart, created (or reset to its password) on demand."""
+    user = User.objects.filter(email=DEMO_EMAIL).first()
+    if user is None:
+        return User.objects.create_user(email=DEMO_EMAIL, password=DEMO_PASSWORD, is_staff=True)
+    if not user.check_password(DEMO_PASSWORD) or not user.is_active:
+        user.set_password(DEMO_PASSWORD)
+        user.is_active = True
+        user.save(update_fields=["password", "is_active"])
+    return user

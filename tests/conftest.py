@@ -1,0 +1,112 @@
+"""Shared fixtures: users and tokens, API clients, a real Redis, and the channel layer matrix."""
+
+import uuid
+
+import pytest
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from tests.support.redis import shared_redis_url
+
+PASSWORD = "correct-horse-battery-staple-42"
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A Redis URL that answers: REDIS_URL if it does, else a private redis-server."""
+    url, server = shared_redis_url()
+    yield url
+    if server is not None:
+        server.stop()
+
+
+def redis_layer_config(url: str, **overrides) -> dict:
+    """The project's Redis layer on `url`, with a prefix no other test shares."""
+    config = {
+        "hosts": [
+            {
+                "address": url,
+                "socket_timeout": 15,
+                "socket_connect_timeout": 3,
+                "max_connections": 200,
+                "timeout": 10,
+            }
+        ],
+        "prefix": f"test-{uuid.uuid4().hex[:12]}",
+        "capacity": 1000,
+    }
+    config.update(overrides)
+    return {"default": {"BACKEND": "notifications.layers.RedisChannelLayer", "CONFIG": config}}
+
+
+MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def channel_layer_kind(request, settings):
+    """Run the test once on the in-memory layer and once on the Redis layer."""
+    if request.param == "redis":
+        settings.CHANNEL_LAYERS = redis_layer_config(request.getfixturevalue("redis_url"))
+    else:
+        settings.CHANNEL_LAYERS = MEMORY_LAYER
+    return request.param
+
+
+@pytest.fixture
+def redis_layer(settings, redis_url):
+    """The Redis channel layer only (for tests about Redis behaviour)."""
+    settings.CHANNEL_LAYERS = redis_layer_config(redis_url)
+    return settings.CHANNEL_LAYERS
+
+
+@pytest.fixture
+def memory_layer(settings):
+    settings.CHANNEL_LAYERS = MEMORY_LAYER
+    return settings.CHANNEL_LAYERS
+
+
+@pytest.fixture
+def make_user(db):
+    from reasonflow.users.models import User
+
+    def make(email: str | None = None, **extra):
+        email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+        return User.objects.create_user(email=email, password=PASSWORD, **extra)
+
+    return make
+
+
+@pytest.fixture
+def user(make_user):
+    return make_user()
+
+
+@pytest.fixture
+def other_user(make_user):
+    return make_user()
+
+
+@pytest.fixture
+def staff_user(make_user):
+    return make_user(is_staff=True)
+
+
+def access_token_for(user) -> str:
+    return str(RefreshToken.for_user(user).access_token)
+
+
+@pytest.fixture
+def access_token(user):
+    return access_token_for(user)
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+@pytest.fixture
+def auth_client(user):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token_for(user)}")
+    return client
