@@ -41,7 +41,7 @@ class Command(BaseCommand):
                 f'{{"token": "{tokens["access"]}"}}\n\n'
             )
         self.stdout.flush()
-        os.execv(sys.executable, daphne_argv(host=host, port=port))
+        os.execv(sys.executable, daphne_argv(host=host, port=port))  # noqa: S606
 
 
 def daphne_argv(*, host: str, port: int) -> list[str]:

@@ -1,0 +1,95 @@
+"""A real daphne server on 127.0.0.1 for end-to-end tests, run as a separate process with the
+project's own command line (notifications/management/commands/serve.py: daphne_argv)."""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.support.redis import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class LiveServer:
+    """daphne serving reasonflow.asgi:application; `env` overrides the environment.
+
+    The server migrates its own database first: by default a fresh SQLite file, so it shares
+    nothing with the test database (talk to it over HTTP and WebSocket only).
+    """
+
+    def __init__(self, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.db_path = Path(tempfile.mkdtemp(prefix="reasonflow-live-")) / "db.sqlite3"
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "DATABASE_URL": f"sqlite:///{self.db_path}",
+            **(env or {}),
+        }
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.db_path.parent / "server.log"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/v1/notifications/ws"
+
+    def start(self, timeout: float = 30) -> "LiveServer":
+        code = (
+            "import django, os, sys; django.setup();"
+            "from django.core.management import call_command;"
+            "call_command('migrate', verbosity=0);"
+            "from notifications.management.commands.serve import daphne_argv;"
+            f"argv = daphne_argv(host='127.0.0.1', port={self.port});"
+            "os.execv(argv[0], argv)"
+        )
+        self.env.setdefault("DJANGO_SETTINGS_MODULE", "reasonflow.settings")
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", code],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.http_url}/api/v1/auth/login", timeout=1)  # noqa: S310
+            except urllib.error.HTTPError:
+                return self  # any HTTP answer means the server is up
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"daphne did not start:\n{self.log()}") from None
+                time.sleep(0.1)
+            else:
+                return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+    def __enter__(self) -> "LiveServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
