@@ -9,6 +9,8 @@ bounded by the host's `max_connections` and `timeout`).
 from channels_redis.core import RedisChannelLayer as CoreRedisChannelLayer
 from channels_redis.utils import create_pool
 from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 
 def blocking_pool(host: dict) -> aioredis.ConnectionPool:
@@ -18,6 +20,9 @@ def blocking_pool(host: dict) -> aioredis.ConnectionPool:
         # Sentinel or host/port entries keep channels-redis's own pool.
         host.pop("timeout", None)
         return create_pool(host)
+    # A pooled connection that Redis closed (a restart, a failover) fails its next command;
+    # retry it on a fresh connection instead of failing a join or a send.
+    host.setdefault("retry", Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2))
     return aioredis.BlockingConnectionPool.from_url(host.pop("address"), **host)
 
 
