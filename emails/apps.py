@@ -6,3 +6,8 @@ from django.apps import AppConfig
 class EmailsConfig(AppConfig):
     name = "emails"
     verbose_name = "Emails"
+
+    def ready(self) -> None:
+        from emails import signals
+
+        signals.connect()

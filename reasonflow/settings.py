@@ -48,6 +48,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_tasks",
+    "django_tasks_db",
     "channels",
     "reasonflow.users",
     "notifications",
@@ -127,6 +131,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "reasonflow.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -188,6 +193,58 @@ NOTIFICATIONS_MAX_FRAME_BYTES = env_int("NOTIFICATIONS_MAX_FRAME_BYTES", 64 * 10
 NOTIFICATIONS_TOKEN_EXPIRY_WARNING = env_int("NOTIFICATIONS_TOKEN_EXPIRY_WARNING_SECONDS", 60)
 NOTIFICATIONS_ALLOWED_ORIGINS = env_list("NOTIFICATIONS_ALLOWED_ORIGINS", [])
 NOTIFICATIONS_REPLAY_BATCH = env_int("NOTIFICATIONS_REPLAY_BATCH", 500)
+
+# --- Emails domain -------------------------------------------------------------------------
+# Where sync reads mail unless a user's MailAccount names another source: `demo:`,
+# `mbox:///path/file.mbox`, `maildir:///path/Maildir`, `imaps://user:app-password@host/INBOX`
+# (implicit TLS) or `imap://…` (STARTTLS). See docs/emails.md.
+EMAILS_SOURCE = os.environ.get("EMAILS_SOURCE", "demo:")
+EMAILS_SOURCE_TIMEOUT = float(os.environ.get("EMAILS_SOURCE_TIMEOUT", "30"))
+EMAILS_DEMO_PER_SYNC = env_int("EMAILS_DEMO_PER_SYNC", 3)
+EMAILS_SYNC_LIMIT = env_int("EMAILS_SYNC_LIMIT", 100)
+EMAILS_BATCH_MAX_IDS = env_int("EMAILS_BATCH_MAX_IDS", 100)
+EMAILS_BATCH_PROGRESS_INTERVAL = 0.25  # seconds: at most ~4 batch_progress events per second
+EMAILS_CLASSIFIER = os.environ.get("EMAILS_CLASSIFIER", "emails.classifier.RuleClassifier")
+EMAILS_REPLY_FROM = os.environ.get("EMAILS_REPLY_FROM", "")  # empty: the user's own address
+EMAILS_SIGNATURE = os.environ.get("EMAILS_SIGNATURE", "The ReasonFlow team")
+
+# Replies go out through Django's email framework: console in dev, SMTP when EMAIL_HOST is set.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", EMAIL_PORT == 587)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", EMAIL_PORT == 465)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "ReasonFlow <noreply@reasonflow.local>")
+
+# Background jobs (Django's tasks API). `immediate` runs a job in the process that enqueued
+# it, so the embedded default needs no worker; `database` stores jobs for `manage.py db_worker`.
+TASKS_BACKEND = os.environ.get("TASKS_BACKEND", "immediate")
+TASKS = {
+    "default": {
+        "BACKEND": {
+            "immediate": "django_tasks.backends.immediate.ImmediateBackend",
+            "database": "django_tasks_db.DatabaseBackend",
+        }[TASKS_BACKEND]
+    }
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ReasonFlow Notify API",
+    "DESCRIPTION": "Emails, drafts, batch jobs and the notification event history.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # The docs UI's assets are served from this app (sidecar), not fetched from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+}
 
 # --- Logging ---------------------------------------------------------------------------------
 LOGGING = {

@@ -1,0 +1,110 @@
+"""Model transitions -> publish_event. Receivers only recognise a change and publish it.
+
+The old values are read from the database just before the save (not cached at load time), so
+a stale instance or an admin edit is judged against what was really stored.
+"""
+
+from django.db.models.signals import post_save, pre_save
+
+from emails.models import BATCH_FINAL_STATUSES, BatchJob, Draft, DraftStatus, Email
+from notifications.events import EventType
+from notifications.publish import publish_event
+
+TRACKED = {
+    Email: ("classification", "confidence"),
+    Draft: ("status",),
+    BatchJob: ("status",),
+}
+
+
+def remember_stored_values(sender, instance, raw=False, update_fields=None, **kwargs):
+    if raw or instance._state.adding:
+        instance._stored_values = None
+        return
+    fields = TRACKED[sender]
+    instance._stored_values = sender._base_manager.filter(pk=instance.pk).values(*fields).first()
+
+
+def _changed(instance, field: str, created: bool, update_fields) -> bool:
+    stored = getattr(instance, "_stored_values", None)
+    if created or stored is None:
+        return True
+    if update_fields is not None and field not in update_fields:
+        return False
+    return stored[field] != getattr(instance, field)
+
+
+def email_saved(sender, instance: Email, created, raw=False, update_fields=None, **kwargs):
+    if raw:
+        return
+    if created:
+        publish_event(
+            user_id=instance.owner_id,
+            event_type=EventType.EMAIL_RECEIVED,
+            data={"email_id": instance.id, "subject": instance.subject, "sender": instance.sender},
+        )
+    classified = instance.classification and instance.confidence is not None
+    if classified and any(
+        _changed(instance, field, created, update_fields)
+        for field in ("classification", "confidence")
+    ):
+        publish_event(
+            user_id=instance.owner_id,
+            event_type=EventType.EMAIL_CLASSIFIED,
+            data={
+                "email_id": instance.id,
+                "classification": instance.classification,
+                "confidence": instance.confidence,
+            },
+        )
+
+
+DRAFT_STATUS_EVENTS = {
+    DraftStatus.APPROVED: EventType.DRAFT_APPROVED,
+    DraftStatus.REJECTED: EventType.DRAFT_REJECTED,
+    DraftStatus.SENT: EventType.EMAIL_SENT,
+}
+
+
+def draft_saved(sender, instance: Draft, created, raw=False, update_fields=None, **kwargs):
+    if raw:
+        return
+    owner_id = Email.objects.filter(pk=instance.email_id).values_list("owner_id", flat=True)[0]
+    ids = {"draft_id": instance.id, "email_id": instance.email_id}
+    if created:
+        publish_event(
+            user_id=owner_id,
+            event_type=EventType.DRAFT_READY,
+            data={**ids, "requires_approval": instance.requires_approval},
+        )
+    event_type = DRAFT_STATUS_EVENTS.get(instance.status)
+    if event_type is None or not _changed(instance, "status", created, update_fields):
+        return
+    if event_type == EventType.DRAFT_REJECTED:
+        ids["reason"] = instance.rejection_reason or None
+    publish_event(user_id=owner_id, event_type=event_type, data=ids)
+
+
+def batch_job_saved(sender, instance: BatchJob, created, raw=False, update_fields=None, **kwargs):
+    if raw or instance.status not in BATCH_FINAL_STATUSES:
+        return
+    if _changed(instance, "status", created, update_fields):
+        publish_event(
+            user_id=instance.owner_id,
+            event_type=EventType.BATCH_COMPLETE,
+            data={
+                "job_id": instance.id,
+                "status": instance.status,
+                "succeeded": instance.succeeded,
+                "failed": instance.failed,
+            },
+        )
+
+
+def connect() -> None:
+    """Called from EmailsConfig.ready()."""
+    for model in TRACKED:
+        pre_save.connect(remember_stored_values, sender=model, dispatch_uid=f"emails.pre.{model}")
+    post_save.connect(email_saved, sender=Email, dispatch_uid="emails.email_saved")
+    post_save.connect(draft_saved, sender=Draft, dispatch_uid="emails.draft_saved")
+    post_save.connect(batch_job_saved, sender=BatchJob, dispatch_uid="emails.batch_job_saved")
