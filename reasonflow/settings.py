@@ -244,6 +244,11 @@ SPECTACULAR_SETTINGS = {
     # The docs UI's assets are served from this app (sidecar), not fetched from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "EmailStatusEnum": "emails.models.EmailStatus",
+        "DraftStatusEnum": "emails.models.DraftStatus",
+        "BatchStatusEnum": "emails.models.BatchStatus",
+    },
 }
 
 # --- Logging ---------------------------------------------------------------------------------
