@@ -294,9 +294,6 @@ class MaildirSource(_LocalMailbox):
         return datetime.fromtimestamp(box.get_message(key).get_date(), tz=UTC)
 
 
-_FETCH_RESPONSE = re.compile(rb"UID (\d+)")
-
-
 class ImapSource:
     """IMAP over TLS (implicit or STARTTLS), incremental by UID within one UIDVALIDITY."""
 
@@ -370,8 +367,9 @@ class ImapSource:
         typ, data = connection.uid("FETCH", str(uid), "(BODY.PEEK[])")
         if typ != "OK":
             raise MailSourceError(f"IMAP fetch of UID {uid} failed: {_text(data)}")
+        # One (b"seq (BODY[] {n}", literal) pair; servers put the UID before or after it.
         for item in data:
-            if isinstance(item, tuple) and _FETCH_RESPONSE.search(item[0]):
+            if isinstance(item, tuple) and len(item) == 2:
                 return item[1]
         raise MailSourceError(f"IMAP fetch of UID {uid} returned no message")
 
