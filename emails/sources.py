@@ -72,7 +72,12 @@ _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 
 
 def _clean(value: str) -> str:
-    return _WHITESPACE.sub(" ", value).strip()
+    return _WHITESPACE.sub(" ", _no_nul(value)).strip()
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL, and a corrupt message may carry one.
+    return value.replace("\x00", "")
 
 
 def _header(message: Message, name: str) -> str:
@@ -198,7 +203,7 @@ def parse_message(
         subject=_header(message, "Subject"),
         sender=_header(message, "From")[:998] or "(unknown sender)",
         recipient=_header(message, "To")[:998],
-        body=_body(message),
+        body=_no_nul(_body(message)),
         received_at=_date(message, fallback_date),
     )
 

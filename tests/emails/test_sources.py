@@ -146,6 +146,7 @@ def test_a_corrupt_mbox_still_syncs_what_it_can(user, settings, tmp_path):
 
     [email] = services.email_sync(user=user)
     assert email.sender == "(unknown sender)"
+    assert "\x00" not in email.body and "garbage without headers" in email.body
 
 
 def test_unknown_source_urls_are_refused():
