@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format bench clean
+.PHONY: run worker test lint format bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt
 ## Serve on embedded defaults (SQLite, in-memory layer) at 127.0.0.1:8000 with a demo user.
 run: $(VENV)/.runtime
 	$(PY) manage.py serve
+
+## Run background jobs from the database queue (production: TASKS_BACKEND=database everywhere).
+worker: $(VENV)/.runtime
+	TASKS_BACKEND=database $(PY) manage.py db_worker
 
 ## Install what the tests need and run them (PostgreSQL too when DATABASE_URL is set).
 test: $(VENV)/.dev
