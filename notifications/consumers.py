@@ -1,24 +1,28 @@
 """The WebSocket consumer: authenticate the first frame, join the user's group, replay, forward.
 
-Every close code is the contract's (PROTOCOL §1 in the README). The consumer never branches on
+Every close code is the contract's (README, "Close codes"). The consumer never branches on
 event types: it forwards the stored envelope text, in id order, filling gaps from the store.
 """
 
 import asyncio
 import json
 import logging
+import time
 from datetime import datetime
 
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.utils import timezone
 
 from notifications import selectors
 from notifications.auth import TokenRejected, authenticate_access_token
+from notifications.connections import registry
 from notifications.events import format_timestamp
-from notifications.publish import MESSAGE_TYPE, user_group_name
+from notifications.publish import MESSAGE_TYPE, REVOKE_TYPE, user_group_name
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +42,11 @@ class _FirstFrameError(Exception):
     pass
 
 
+# Stands in for a channel-layer message when the layer itself fails; compared by identity, so
+# nothing sent through the layer can impersonate it.
+_LAYER_LOST = {"type": "layer.lost"}
+
+
 class NotificationConsumer(AsyncJsonWebsocketConsumer):
     # Channels joins these before connect(), i.e. before authentication: keep it empty.
     groups = []
@@ -49,6 +58,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         "websocket.receive": "websocket_receive",
         "websocket.disconnect": "websocket_disconnect",
         MESSAGE_TYPE: "notification_event",
+        REVOKE_TYPE: "notification_revoke",
     }
 
     def __init__(self, *args, **kwargs):
@@ -58,13 +68,46 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         self.last_sent = 0
         self.expires_at: datetime | None = None
         self.closing = False
-        self._deadline: asyncio.Task | None = None
-        self._expiry: asyncio.Task | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._layer_lost = False
+        self._allowance = float(settings.NOTIFICATIONS_RATE_BURST)
+        self._allowance_at = time.monotonic()
+
+    async def __call__(self, scope, receive, send):
+        # Channels' own loop, except that a failing channel layer closes the socket with a
+        # retryable code (4012) instead of crashing it (1011), and the registry always forgets
+        # the socket, however it ends.
+        self.scope = scope
+        self.channel_layer = get_channel_layer()
+        self.channel_name = await self.channel_layer.new_channel()
+        self.base_send = send
+        try:
+            await await_many_dispatch([receive, self._receive_from_layer], self.dispatch)
+        except StopConsumer:
+            pass
+        finally:
+            self._cancel_timer()
+            registry.remove(self)
+
+    async def _receive_from_layer(self):
+        if self._layer_lost or self.closing:
+            await asyncio.Event().wait()  # nothing more from the layer; cancelled at exit
+        try:
+            return await self.channel_layer.receive(self.channel_name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.warning("channel layer receive failed (user %s)", self.user_id, exc_info=True)
+            self._layer_lost = True
+            return _LAYER_LOST
 
     async def dispatch(self, message):
         # Channels' own dispatch also awaits aclose_old_connections() before every message (a
         # thread hop); every database call here goes through database_sync_to_async, which
         # closes stale connections in the thread that uses them.
+        if message is _LAYER_LOST:
+            await self.close_with(CloseCode.RESTARTING)
+            return
         name = self.HANDLERS.get(message.get("type"))
         if name is None:
             logger.warning("dropped a channel message of unknown type %r", message.get("type"))
@@ -75,15 +118,19 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             raise
         except Exception:
             logger.exception("notification consumer failed (user %s)", self.user_id)
-            await self._close(CloseCode.SERVER_ERROR)
+            await self.close_with(CloseCode.SERVER_ERROR)
 
     # --- WebSocket lifecycle --------------------------------------------------------------
 
     async def websocket_connect(self, message):
+        if not registry.admit(self):
+            # Refuse before accepting (HTTP 403): unauthenticated sockets cost memory.
+            logger.warning("refused a socket: %d unauthenticated already", len(registry.pending))
+            self.closing = True
+            await self.close()
+            return
         await self.accept()
-        self._deadline = asyncio.create_task(
-            self._close_after(settings.NOTIFICATIONS_AUTH_TIMEOUT, CloseCode.NO_TOKEN)
-        )
+        self._schedule(settings.NOTIFICATIONS_AUTH_TIMEOUT, self._auth_deadline_passed)
 
     async def websocket_receive(self, message):
         if self.closing:
@@ -91,7 +138,10 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         text, data = message.get("text"), message.get("bytes")
         size = len(text.encode()) if text is not None else len(data or b"")
         if size > settings.NOTIFICATIONS_MAX_FRAME_BYTES:
-            await self._close(CloseCode.FRAME_TOO_LARGE)
+            await self.close_with(CloseCode.FRAME_TOO_LARGE)
+        elif not self._within_rate_limit():
+            logger.info("websocket rate limit exceeded (user %s)", self.user_id)
+            await self.close_with(CloseCode.POLICY)
         elif self.user_id is None:
             await self._authenticate(text)
         else:
@@ -99,12 +149,13 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
 
     async def websocket_disconnect(self, message):
         self.closing = True
-        self._cancel_timers()
-        if self.group is not None:
+        self._cancel_timer()
+        registry.remove(self)
+        if self.group is not None and not self._layer_lost:
             try:
                 await self.channel_layer.group_discard(self.group, self.channel_name)
             except Exception:
-                # Group membership expires on its own (group_expiry); never fail a disconnect.
+                # Membership expires on its own (group_expiry); never fail a disconnect.
                 logger.warning("group_discard failed for %s", self.group, exc_info=True)
         raise StopConsumer()
 
@@ -115,18 +166,22 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             token, last_event_id = self._parse_first_frame(text)
         except _FirstFrameError as exc:
             logger.info("websocket auth failed: %s", exc)
-            await self._close(CloseCode.NO_TOKEN)
+            await self.close_with(CloseCode.NO_TOKEN)
             return
         try:
             auth = await database_sync_to_async(authenticate_access_token)(token)
         except TokenRejected as exc:
             logger.info("websocket auth failed: %s", exc.reason)
-            await self._close(CloseCode.INVALID_TOKEN)
+            await self.close_with(CloseCode.INVALID_TOKEN)
             return
         if self.closing:
             return
-        self._deadline.cancel()
+        self._cancel_timer()
         self.user_id = auth.user.id
+        if not registry.authenticate(self):
+            logger.info("websocket refused: user %s has too many connections", self.user_id)
+            await self.close_with(CloseCode.POLICY)
+            return
         self.group = user_group_name(self.user_id)
         # Join before reading the store: an event committed after this line reaches us live,
         # one committed before it is in the store; together they leave no gap.
@@ -172,6 +227,19 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             raise _FirstFrameError("last_event_id is not a non-negative integer")
         return token, last_event_id
 
+    def _within_rate_limit(self) -> bool:
+        # A token bucket: NOTIFICATIONS_RATE_LIMIT frames a second, bursts of RATE_BURST.
+        now = time.monotonic()
+        self._allowance = min(
+            float(settings.NOTIFICATIONS_RATE_BURST),
+            self._allowance + (now - self._allowance_at) * settings.NOTIFICATIONS_RATE_LIMIT,
+        )
+        self._allowance_at = now
+        if self._allowance < 1:
+            return False
+        self._allowance -= 1
+        return True
+
     # --- frames after authentication ------------------------------------------------------
 
     async def _handle_client_frame(self, text: str | None) -> None:
@@ -191,25 +259,25 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
 
     async def _refresh(self, token) -> None:
         if not isinstance(token, str) or not token.strip():
-            await self._close(CloseCode.INVALID_TOKEN)
+            await self.close_with(CloseCode.INVALID_TOKEN)
             return
         try:
             auth = await database_sync_to_async(authenticate_access_token)(token)
         except TokenRejected as exc:
             logger.info("websocket token refresh failed: %s", exc.reason)
-            await self._close(CloseCode.INVALID_TOKEN)
+            await self.close_with(CloseCode.INVALID_TOKEN)
             return
         if auth.user.id != self.user_id:
             # Never switch identity on an open socket.
             logger.warning("websocket refresh with another user's token (user %s)", self.user_id)
-            await self._close(CloseCode.INVALID_TOKEN)
+            await self.close_with(CloseCode.INVALID_TOKEN)
             return
         self._set_expiry(auth.expires_at)
         await self.send_json(
             {"type": "token_refreshed", "expires_at": format_timestamp(auth.expires_at)}
         )
 
-    # --- events ---------------------------------------------------------------------------
+    # --- channel-layer messages -----------------------------------------------------------
 
     async def notification_event(self, message):
         if self.closing or message.get("user_id") != str(self.user_id):
@@ -220,8 +288,13 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         if event_id > self.last_sent + 1:
             # The layer dropped or reordered something: the store has every committed event.
             await self._send_from_store(up_to=event_id - 1)
-        await self.send(text_data=message["envelope"])
-        self.last_sent = event_id
+        if await self._send_text(message["envelope"]):
+            self.last_sent = event_id
+
+    async def notification_revoke(self, message):
+        if message.get("user_id") == str(self.user_id):
+            logger.info("websocket closed: tokens of user %s revoked", self.user_id)
+            await self.close_with(CloseCode.INVALID_TOKEN)
 
     async def _send_from_store(self, *, up_to: int | None) -> None:
         batch = settings.NOTIFICATIONS_REPLAY_BATCH
@@ -230,45 +303,80 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
                 user_id=self.user_id, after=self.last_sent, limit=batch, up_to=up_to
             )
             for event in events:
-                await self.send(text_data=event.envelope_json())
+                if not await self._send_text(event.envelope_json()):
+                    return
                 self.last_sent = event.sequence
             if len(events) < batch:
                 return
 
+    async def _send_text(self, text: str) -> bool:
+        """Send one frame; a client that has not taken it within the send timeout is too
+        slow: close 4010 (it resumes with last_event_id) rather than buffer without bound."""
+        if self.closing:
+            return False
+        try:
+            async with asyncio.timeout(settings.NOTIFICATIONS_SEND_TIMEOUT):
+                await self.send(text_data=text)
+        except TimeoutError:
+            logger.info("websocket client too slow (user %s)", self.user_id)
+            await self.close_with(CloseCode.TOO_SLOW)
+            return False
+        return True
+
+    async def rejoin_group(self) -> None:
+        """Refresh this socket's group membership before group_expiry drops it."""
+        if self.group is not None and not self.closing:
+            await self.channel_layer.group_add(self.group, self.channel_name)
+
     # --- timers and closing ---------------------------------------------------------------
+
+    def _schedule(self, delay: float, callback) -> None:
+        # A timer handle, not a task per socket: sockets idle for hours cost no coroutine.
+        self._cancel_timer()
+        self._timer = asyncio.get_running_loop().call_later(
+            max(0.0, delay), lambda: asyncio.ensure_future(callback())
+        )
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def _auth_deadline_passed(self) -> None:
+        if self.user_id is None:
+            logger.info("websocket auth timeout")
+            await self.close_with(CloseCode.NO_TOKEN)
 
     def _set_expiry(self, expires_at: datetime) -> None:
         self.expires_at = expires_at
-        if self._expiry is not None:
-            self._expiry.cancel()
-        self._expiry = asyncio.create_task(self._expire(expires_at))
-
-    async def _expire(self, expires_at: datetime) -> None:
-        warning = settings.NOTIFICATIONS_TOKEN_EXPIRY_WARNING
         remaining = (expires_at - timezone.now()).total_seconds()
+        warning = settings.NOTIFICATIONS_TOKEN_EXPIRY_WARNING
         if remaining > warning:
-            await asyncio.sleep(remaining - warning)
-            await self.send_json(
-                {"type": "token_expiring", "expires_at": format_timestamp(expires_at)}
-            )
-        await asyncio.sleep(max(0.0, (expires_at - timezone.now()).total_seconds()))
-        logger.info("websocket token expired (user %s)", self.user_id)
-        await self._close(CloseCode.INVALID_TOKEN)
+            self._schedule(remaining - warning, self._token_expiring)
+        else:
+            self._schedule(remaining, self._token_expired)
 
-    async def _close_after(self, delay: float, code: int) -> None:
-        await asyncio.sleep(delay)
-        logger.info("websocket auth timeout")
-        await self._close(code)
+    async def _token_expiring(self) -> None:
+        if self.closing or self.expires_at is None:
+            return
+        await self._send_text(
+            json.dumps({"type": "token_expiring", "expires_at": format_timestamp(self.expires_at)})
+        )
+        remaining = (self.expires_at - timezone.now()).total_seconds()
+        self._schedule(remaining, self._token_expired)
 
-    def _cancel_timers(self) -> None:
-        current = asyncio.current_task()
-        for task in (self._deadline, self._expiry):
-            if task is not None and task is not current:
-                task.cancel()
+    async def _token_expired(self) -> None:
+        if not self.closing:
+            logger.info("websocket token expired (user %s)", self.user_id)
+            await self.close_with(CloseCode.INVALID_TOKEN)
 
-    async def _close(self, code: int) -> None:
+    async def close_with(self, code: int) -> None:
+        """Close the socket with `code` once; later calls do nothing."""
         if self.closing:
             return
         self.closing = True
-        self._cancel_timers()
-        await self.close(code=code)
+        self._cancel_timer()
+        try:
+            await self.close(code=code)
+        except Exception:
+            logger.debug("close after the socket went away", exc_info=True)

@@ -27,6 +27,10 @@ from notifications.models import Event, EventCounter
 logger = logging.getLogger(__name__)
 
 MESSAGE_TYPE = "notification.event"
+REVOKE_TYPE = "notification.revoke"
+# Sends waiting for a slow or unreachable channel layer, per event loop; past this the oldest
+# are dropped (the events are stored, so sockets gap-fill or replay them).
+MAX_QUEUED_SENDS = 10_000
 
 
 def user_group_name(user_id: uuid.UUID | str) -> str:
@@ -61,6 +65,13 @@ def publish_event(
         }
         transaction.on_commit(lambda: _deliver(user_group_name(user_uuid), message), robust=True)
     return event
+
+
+def revoke_connections(*, user_id: uuid.UUID | str) -> None:
+    """Close every live socket of the user (4002) on every server process, after commit."""
+    group = user_group_name(user_id)
+    message = {"type": REVOKE_TYPE, "user_id": str(uuid.UUID(str(user_id)))}
+    transaction.on_commit(lambda: _deliver(group, message), robust=True)
 
 
 async def apublish_event(
@@ -125,6 +136,13 @@ class _LoopSender:
         self.idle.set()
 
     def enqueue(self, group: str, message: dict) -> None:
+        if len(self.queue) >= MAX_QUEUED_SENDS:
+            dropped_group, dropped = self.queue.popleft()
+            logger.warning(
+                "channel layer backlog full: live send of %s to %s dropped; kept for replay",
+                dropped.get("event_id", dropped["type"]),
+                dropped_group,
+            )
         self.queue.append((group, message))
         self.idle.clear()
         if self.worker is None or self.worker.done():

@@ -5,6 +5,7 @@ Production sets DATABASE_URL (PostgreSQL) and REDIS_URL.
 """
 
 import os
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -102,8 +103,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     )
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    # A file, not shared-cache memory: shared cache has table locks that ignore the timeout.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
+    # A file, not shared-cache memory (its table locks ignore the timeout), one per test run.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(Path(tempfile.gettempdir()) / f"reasonflow-test-{os.getpid()}.sqlite3")
+    }
 
 AUTH_USER_MODEL = "users.User"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -125,7 +128,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "reasonflow.users.authentication.JWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -150,6 +153,8 @@ SIMPLE_JWT = {
     # A password change invalidates every token issued before it (simplejwt compares a hash).
     "CHECK_REVOKE_TOKEN": True,
     "AUTH_HEADER_TYPES": ("Bearer",),
+    "TOKEN_OBTAIN_SERIALIZER": "reasonflow.users.tokens.LoginSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "reasonflow.users.tokens.RefreshSerializer",
 }
 
 # --- Channel layer --------------------------------------------------------------------------
@@ -172,7 +177,9 @@ if REDIS_URL:
                 ],
                 "capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000),
                 "expiry": 60,
-                "group_expiry": env_int("CHANNEL_LAYER_GROUP_EXPIRY", 86400),
+                # Members of a crashed process vanish after this; live sockets re-join every
+                # NOTIFICATIONS_GROUP_REFRESH seconds, well inside it.
+                "group_expiry": env_int("CHANNEL_LAYER_GROUP_EXPIRY", 300),
             },
         }
     }
@@ -193,6 +200,14 @@ NOTIFICATIONS_MAX_FRAME_BYTES = env_int("NOTIFICATIONS_MAX_FRAME_BYTES", 64 * 10
 NOTIFICATIONS_TOKEN_EXPIRY_WARNING = env_int("NOTIFICATIONS_TOKEN_EXPIRY_WARNING_SECONDS", 60)
 NOTIFICATIONS_ALLOWED_ORIGINS = env_list("NOTIFICATIONS_ALLOWED_ORIGINS", [])
 NOTIFICATIONS_REPLAY_BATCH = env_int("NOTIFICATIONS_REPLAY_BATCH", 500)
+NOTIFICATIONS_MAX_PENDING = env_int("NOTIFICATIONS_MAX_PENDING", 1000)
+NOTIFICATIONS_MAX_CONNECTIONS_PER_USER = env_int("NOTIFICATIONS_MAX_CONNECTIONS_PER_USER", 20)
+NOTIFICATIONS_RATE_LIMIT = float(os.environ.get("NOTIFICATIONS_RATE_LIMIT", "5"))
+NOTIFICATIONS_RATE_BURST = env_int("NOTIFICATIONS_RATE_BURST", 20)
+NOTIFICATIONS_SEND_TIMEOUT = float(os.environ.get("NOTIFICATIONS_SEND_TIMEOUT", "10"))
+NOTIFICATIONS_GROUP_REFRESH = float(os.environ.get("NOTIFICATIONS_GROUP_REFRESH", "60"))
+NOTIFICATIONS_SHUTDOWN_GRACE = float(os.environ.get("NOTIFICATIONS_SHUTDOWN_GRACE", "5"))
+FORWARDED_ALLOW_IPS = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # --- Emails domain -------------------------------------------------------------------------
 # Where sync reads mail unless a user's MailAccount names another source: `demo:`,

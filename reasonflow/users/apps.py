@@ -7,3 +7,6 @@ class UsersConfig(AppConfig):
     name = "reasonflow.users"
     label = "users"
     verbose_name = "Users"
+
+    def ready(self) -> None:
+        from reasonflow.users import signals  # noqa: F401 - connects the receivers

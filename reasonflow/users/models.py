@@ -42,6 +42,8 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
+    # Bumped by a logout: every token stamped with an older version is refused from then on.
+    token_version = models.PositiveIntegerField(default=0, editable=False)
 
     objects = UserManager()
 

@@ -2,9 +2,9 @@
 
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
-from rest_framework_simplejwt.tokens import RefreshToken
 
 from reasonflow.users.models import User
+from reasonflow.users.tokens import VersionedRefreshToken
 
 
 def user_register(*, email: str, password: str) -> User:
@@ -17,8 +17,26 @@ def user_register(*, email: str, password: str) -> User:
 
 def user_issue_tokens(*, user: User) -> dict[str, str]:
     """A fresh refresh/access token pair for `user` (simplejwt, so REST and WS accept it)."""
-    refresh = RefreshToken.for_user(user)
+    refresh = VersionedRefreshToken.for_user(user)
     return {"access": str(refresh.access_token), "refresh": str(refresh)}
+
+
+def user_revoke_tokens(*, user: User) -> None:
+    """Refuse every token issued to `user` so far and close their live sockets (signals)."""
+    with transaction.atomic():
+        locked = User.objects.select_for_update().get(pk=user.pk)
+        locked.token_version += 1
+        locked.save(update_fields=["token_version"])
+    user.token_version = locked.token_version
+
+
+def user_change_password(*, user: User, new_password: str) -> dict[str, str]:
+    """Set a new password (validated); old tokens stop working, new ones are returned."""
+    validate_password(new_password, user=user)
+    with transaction.atomic():
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+    return user_issue_tokens(user=user)
 
 
 DEMO_EMAIL = "demo@reasonflow.local"

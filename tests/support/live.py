@@ -1,5 +1,5 @@
-"""A real daphne server on 127.0.0.1 for end-to-end tests, run as a separate process with the
-project's own command line (notifications/management/commands/serve.py: daphne_argv)."""
+"""A real server on 127.0.0.1 for end-to-end tests, run as a separate process with the project's
+own command (`manage.py serve --no-demo`: migrate, then uvicorn as in production)."""
 
 import os
 import signal
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class LiveServer:
-    """daphne serving reasonflow.asgi:application; `env` overrides the environment.
+    """The served application in its own process; `env` overrides the environment.
 
     The server migrates its own database first: by default a fresh SQLite file, so it shares
     nothing with the test database (talk to it over HTTP and WebSocket only).
@@ -44,18 +44,12 @@ class LiveServer:
         return f"ws://127.0.0.1:{self.port}/api/v1/notifications/ws"
 
     def start(self, timeout: float = 30) -> "LiveServer":
-        code = (
-            "import django, os, sys; django.setup();"
-            "from django.core.management import call_command;"
-            "call_command('migrate', verbosity=0);"
-            "from notifications.management.commands.serve import daphne_argv;"
-            f"argv = daphne_argv(host='127.0.0.1', port={self.port});"
-            "os.execv(argv[0], argv)"
-        )
+        command = [sys.executable, "manage.py", "serve", "--no-demo"]
+        command += ["--host", "127.0.0.1", "--port", str(self.port)]
         self.env.setdefault("DJANGO_SETTINGS_MODULE", "reasonflow.settings")
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", code],
+                command,
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
@@ -70,7 +64,7 @@ class LiveServer:
                 return self  # any HTTP answer means the server is up
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"daphne did not start:\n{self.log()}") from None
+                    raise RuntimeError(f"the server did not start:\n{self.log()}") from None
                 time.sleep(0.1)
             else:
                 return self

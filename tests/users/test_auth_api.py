@@ -114,10 +114,23 @@ def test_refresh_with_an_access_token_is_refused(api_client, user):
     assert response.status_code == 401
 
 
-def test_logout_blacklists_the_refresh_token(api_client, user):
+def test_logout_blacklists_the_refresh_token_and_revokes_access_tokens(api_client, user):
     tokens = login(api_client, user)
+    other_device = login(api_client, user)
     response = api_client.post("/api/v1/auth/logout", {"refresh": tokens["refresh"]}, format="json")
-    assert response.status_code == 200
+    assert response.status_code == 204
+    for access in (tokens["access"], other_device["access"]):
+        api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
+        assert api_client.get("/api/v1/notifications/events").status_code == 401
+    api_client.credentials()
+    stale = api_client.post(
+        "/api/v1/auth/refresh", {"refresh": other_device["refresh"]}, format="json"
+    )
+    assert stale.status_code == 401
+    fresh = login(api_client, user)
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {fresh['access']}")
+    assert api_client.get("/api/v1/notifications/events").status_code == 200
+    api_client.credentials()
     refresh = api_client.post("/api/v1/auth/refresh", {"refresh": tokens["refresh"]}, format="json")
     assert refresh.status_code == 401
     again = api_client.post("/api/v1/auth/logout", {"refresh": tokens["refresh"]}, format="json")
@@ -135,3 +148,44 @@ def test_an_access_token_authenticates_rest_requests(api_client, user):
     assert api_client.get("/api/v1/notifications/events").status_code == 401
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
     assert api_client.get("/api/v1/notifications/events").status_code == 200
+
+
+def test_password_change_returns_fresh_tokens_and_revokes_old_ones(api_client, user):
+    tokens = login(api_client, user)
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
+    response = api_client.post(
+        "/api/v1/auth/password",
+        {"current_password": PASSWORD, "new_password": STRONG},
+        format="json",
+    )
+    assert response.status_code == 200
+    assert api_client.get("/api/v1/notifications/events").status_code == 401
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {response.json()['access']}")
+    assert api_client.get("/api/v1/notifications/events").status_code == 200
+    user.refresh_from_db()
+    assert user.check_password(STRONG)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"current_password": "wrong", "new_password": STRONG}, "current_password"),
+        ({"current_password": PASSWORD, "new_password": "123"}, "new_password"),
+        ({"current_password": PASSWORD}, "new_password"),
+    ],
+)
+def test_password_change_rejects_bad_input_naming_the_field(auth_client, user, payload, field):
+    response = auth_client.post("/api/v1/auth/password", payload, format="json")
+    assert response.status_code == 400
+    assert field in response.json()
+    user.refresh_from_db()
+    assert user.check_password(PASSWORD)
+
+
+@pytest.mark.parametrize("user_id", ["abc", {"id": 1}, [1], 12345678901234567890123])
+def test_a_signed_token_with_a_malformed_user_id_is_401_not_500(api_client, user, user_id):
+    token = AccessToken.for_user(user)
+    token["user_id"] = user_id
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    response = api_client.get("/api/v1/notifications/events")
+    assert response.status_code == 401

@@ -1,13 +1,11 @@
-"""Run the service the quickstart way: migrate, ensure the demo user, print how to connect,
-then serve HTTP and WebSocket with daphne."""
-
-import os
-import sys
+"""Run the service: migrate, ensure the demo user, print how to connect, then serve HTTP and
+WebSocket with uvicorn (notifications/server.py)."""
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from notifications.server import serve
 from reasonflow.users.services import (
     DEMO_EMAIL,
     DEMO_PASSWORD,
@@ -17,7 +15,7 @@ from reasonflow.users.services import (
 
 
 class Command(BaseCommand):
-    help = "Migrate, create the demo user, print a token and serve with daphne."
+    help = "Migrate, create the demo user, print a token and serve (uvicorn)."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
@@ -41,25 +39,4 @@ class Command(BaseCommand):
                 f'{{"token": "{tokens["access"]}"}}\n\n'
             )
         self.stdout.flush()
-        os.execv(sys.executable, daphne_argv(host=host, port=port))  # noqa: S606
-
-
-def daphne_argv(*, host: str, port: int) -> list[str]:
-    """The daphne command line this project runs with (also used by the live-server tests)."""
-    # daphne's own limit sits above the protocol's 64 KiB so the consumer can answer 4009; a
-    # frame beyond it is cut off by daphne itself (1009) before it is buffered in full.
-    max_message = str(8 * settings.NOTIFICATIONS_MAX_FRAME_BYTES)
-    return [
-        sys.executable,
-        "-m",
-        "daphne",
-        "-b",
-        host,
-        "-p",
-        str(port),
-        "--websocket-max-message-size",
-        max_message,
-        "--websocket-max-frame-size",
-        max_message,
-        "reasonflow.asgi:application",
-    ]
+        serve(host=host, port=port)
