@@ -73,6 +73,13 @@ class ConnectionRegistry:
         if self.all():
             await self._emptied.wait()
 
+    async def close_authenticated(self, code: int) -> None:
+        """Close every authenticated socket with `code` (without waiting for them to leave)."""
+        await asyncio.gather(
+            *(consumer.close_with(code) for consumer in self.authenticated()),
+            return_exceptions=True,
+        )
+
     def _ensure_refresher(self) -> None:
         loop = asyncio.get_running_loop()
         if self._refresher is None or self._refresher.done() or self._refresher.get_loop() != loop:

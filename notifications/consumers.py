@@ -106,6 +106,9 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         # thread hop); every database call here goes through database_sync_to_async, which
         # closes stale connections in the thread that uses them.
         if message is _LAYER_LOST:
+            # A layer that failed may have lost every group (a Redis restart keeps nothing):
+            # no socket of this process can trust its membership, so all of them resume.
+            await registry.close_authenticated(CloseCode.RESTARTING)
             await self.close_with(CloseCode.RESTARTING)
             return
         name = self.HANDLERS.get(message.get("type"))
