@@ -411,3 +411,40 @@ async def test_logout_on_one_process_closes_the_users_sockets_on_every_process(r
             with pytest.raises(ConnectionClosed) as refused:
                 await ws_connect(first.ws_url, other_device["access"])
             assert refused.value.rcvd.code == 4002
+
+
+# --- group membership -----------------------------------------------------------------------
+
+
+async def test_live_sockets_stay_in_their_group_and_a_killed_process_leaves_none(redis_url):
+    env = {
+        "REDIS_URL": redis_url,
+        "CHANNEL_LAYER_GROUP_EXPIRY": "3",
+        "NOTIFICATIONS_GROUP_REFRESH": "1",
+    }
+    server = DemoServer(env=env)
+    server.start()
+    try:
+        token = server.login()["access"]
+        sockets = [
+            ws
+            for ws, _ in await asyncio.gather(*(ws_connect(server.ws_url, token) for _ in range(5)))
+        ]
+        user_id = (await asyncio.to_thread(server.run_django, USER_ID_OF_DEMO)).strip()
+        await asyncio.sleep(5)  # longer than group_expiry: only the refresh keeps them in
+        assert group_size(redis_url, user_id) == 5
+        await asyncio.to_thread(server.publish_direct, email=DEMO_EMAIL, event_type="draft_ready")
+        for ws in sockets:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["id"] == 1
+
+        server.server.process.send_signal(signal.SIGKILL)  # no chance to discard anything
+        server.server.process.wait(10)
+        await asyncio.sleep(4)
+        assert group_size(redis_url, user_id) == 0
+    finally:
+        server.stop()
+
+
+USER_ID_OF_DEMO = (
+    f"from reasonflow.users.models import User\nprint(User.objects.get(email={DEMO_EMAIL!r}).id)"
+)
