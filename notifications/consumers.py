@@ -18,7 +18,7 @@ from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.utils import timezone
 
-from notifications import selectors
+from notifications import selectors, telemetry
 from notifications.auth import TokenRejected, authenticate_access_token
 from notifications.connections import registry
 from notifications.events import format_timestamp
@@ -88,6 +88,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         finally:
             self._cancel_timer()
             registry.remove(self)
+            telemetry.socket_closed(self)
 
     async def _receive_from_layer(self):
         if self._layer_lost or self.closing:
@@ -133,6 +134,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             await self.close()
             return
         await self.accept()
+        telemetry.socket_accepted(self)
         self._schedule(settings.NOTIFICATIONS_AUTH_TIMEOUT, self._auth_deadline_passed)
 
     async def websocket_receive(self, message):
@@ -152,6 +154,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
 
     async def websocket_disconnect(self, message):
         self.closing = True
+        telemetry.socket_closing(self, message.get("code"))
         self._cancel_timer()
         registry.remove(self)
         if self.group is not None and not self._layer_lost:
@@ -168,13 +171,13 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         try:
             token, last_event_id = self._parse_first_frame(text)
         except _FirstFrameError as exc:
-            logger.info("websocket auth failed: %s", exc)
+            telemetry.auth_failed(str(exc))
             await self.close_with(CloseCode.NO_TOKEN)
             return
         try:
             auth = await database_sync_to_async(authenticate_access_token)(token)
         except TokenRejected as exc:
-            logger.info("websocket auth failed: %s", exc.reason)
+            telemetry.auth_failed(exc.reason)
             await self.close_with(CloseCode.INVALID_TOKEN)
             return
         if self.closing:
@@ -185,6 +188,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             logger.info("websocket refused: user %s has too many connections", self.user_id)
             await self.close_with(CloseCode.POLICY)
             return
+        telemetry.socket_authenticated(self)
         self.group = user_group_name(self.user_id)
         # Join before reading the store: an event committed after this line reaches us live,
         # one committed before it is in the store; together they leave no gap.
@@ -205,6 +209,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         if last_event_id is not None and resume.recovered:
             self.last_sent = last_event_id
             await self._send_from_store(up_to=None)
+            telemetry.replayed(self.last_sent - last_event_id)
         else:
             self.last_sent = resume.latest_id
 
@@ -267,7 +272,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         try:
             auth = await database_sync_to_async(authenticate_access_token)(token)
         except TokenRejected as exc:
-            logger.info("websocket token refresh failed: %s", exc.reason)
+            telemetry.auth_failed(f"refresh {exc.reason}")
             await self.close_with(CloseCode.INVALID_TOKEN)
             return
         if auth.user.id != self.user_id:
@@ -290,9 +295,11 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             return  # already sent by a replay or a gap fill
         if event_id > self.last_sent + 1:
             # The layer dropped or reordered something: the store has every committed event.
+            telemetry.gap_filled()
             await self._send_from_store(up_to=event_id - 1)
         if await self._send_text(message["envelope"]):
             self.last_sent = event_id
+            telemetry.event_delivered(message)
 
     async def notification_revoke(self, message):
         if message.get("user_id") == str(self.user_id):
@@ -347,7 +354,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
 
     async def _auth_deadline_passed(self) -> None:
         if self.user_id is None:
-            logger.info("websocket auth timeout")
+            telemetry.auth_failed("timeout")
             await self.close_with(CloseCode.NO_TOKEN)
 
     def _set_expiry(self, expires_at: datetime) -> None:
@@ -380,6 +387,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         self.closing = True
         self._cancel_timer()
         try:
+            telemetry.socket_closing(self, code)
             await self.close(code=code)
         except Exception:
             logger.debug("close after the socket went away", exc_info=True)

@@ -58,3 +58,25 @@ class Event(models.Model):
 
     def envelope_json(self) -> str:
         return json.dumps(self.envelope(), separators=(",", ":"), ensure_ascii=False)
+
+
+class Presence(models.Model):
+    """How many sockets one server process holds for one user, until `expires_at`.
+
+    The database fallback of presence (notifications/presence.py) when there is no Redis: each
+    process rewrites its own rows and renews them on a heartbeat; a crashed process's rows
+    expire and are ignored, then deleted by the next writer.
+    """
+
+    process_id = models.CharField(max_length=80)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    connections = models.PositiveIntegerField()
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["process_id", "user"], name="presence_process_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.connections} on {self.process_id}"

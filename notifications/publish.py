@@ -11,6 +11,7 @@ import collections
 import logging
 import os
 import threading
+import time
 import uuid
 import weakref
 from typing import Any
@@ -21,6 +22,7 @@ from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.utils import timezone
 
+from notifications import telemetry
 from notifications.events import EventType, build_payload
 from notifications.models import Event, EventCounter
 
@@ -62,8 +64,10 @@ def publish_event(
             "user_id": str(user_uuid),
             "event_id": sequence,
             "envelope": event.envelope_json(),
+            "published_at": time.time(),  # for the publish-to-socket latency metric
         }
         transaction.on_commit(lambda: _deliver(user_group_name(user_uuid), message), robust=True)
+        transaction.on_commit(lambda: telemetry.event_published(event.type), robust=True)
     return event
 
 
@@ -155,6 +159,7 @@ class _LoopSender:
             try:
                 await layer.group_send(group, message)
             except Exception:
+                telemetry.channel_layer_send_failed()
                 # The event is stored: sockets will gap-fill or replay it.
                 logger.warning(
                     "channel layer send failed for event %s of %s; kept for replay",

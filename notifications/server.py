@@ -8,6 +8,7 @@ import uvicorn
 from django.conf import settings
 
 from notifications.connections import registry
+from notifications.presence import tracker as presence
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class NotifyServer(uvicorn.Server):
         except TimeoutError:
             logger.warning("%d socket(s) still open after the grace period", len(registry.all()))
         logger.info("closed %d socket(s) with %d before shutdown", open_sockets, RESTARTING)
+        await presence.stop()  # this process's counts leave now, not at their expiry
         await super().shutdown(sockets)
 
 

@@ -208,6 +208,14 @@ NOTIFICATIONS_SEND_TIMEOUT = float(os.environ.get("NOTIFICATIONS_SEND_TIMEOUT", 
 NOTIFICATIONS_GROUP_REFRESH = float(os.environ.get("NOTIFICATIONS_GROUP_REFRESH", "60"))
 NOTIFICATIONS_SHUTDOWN_GRACE = float(os.environ.get("NOTIFICATIONS_SHUTDOWN_GRACE", "5"))
 FORWARDED_ALLOW_IPS = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# A killed process's sockets leave every presence count within this many seconds.
+NOTIFICATIONS_PRESENCE_TTL = float(os.environ.get("NOTIFICATIONS_PRESENCE_TTL", "45"))
+# /readyz gives up on the database or the channel layer after this many seconds.
+NOTIFICATIONS_READY_TIMEOUT = float(os.environ.get("NOTIFICATIONS_READY_TIMEOUT", "2"))
+
+# --- Operations: /metrics access (a Bearer token, or a client address in the allowlist) -------
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1/32", "::1/128"])
 
 # --- Emails domain -------------------------------------------------------------------------
 # Where sync reads mail unless a user's MailAccount names another source: `demo:`,
@@ -267,11 +275,24 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Logging ---------------------------------------------------------------------------------
+# LOG_FORMAT=json: one JSON object per line (notifications/logs.py). Tokens are redacted.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain").strip().lower()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {
+            "()": "notifications.logs.RedactingFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
+        "json": {"()": "notifications.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"daphne": {"level": "WARNING"}},
 }

@@ -1,0 +1,59 @@
+"""System checks (`manage.py check`): settings that work in development, fail in production."""
+
+from django.conf import settings
+from django.core.checks import Tags, Warning, register
+
+# channels-redis's own default when CONFIG has no group_expiry.
+CHANNELS_REDIS_GROUP_EXPIRY = 86400
+
+
+@register(Tags.compatibility)
+def check_channel_layer(app_configs, **kwargs) -> list[Warning]:
+    """The in-memory layer in production, and a group_expiry that drops live sockets."""
+    layer = settings.CHANNEL_LAYERS.get("default", {})
+    backend = layer.get("BACKEND", "")
+    warnings = []
+    if backend == "channels.layers.InMemoryChannelLayer" and not settings.DEBUG:
+        warnings.append(
+            Warning(
+                "The in-memory channel layer is used with DEBUG=False.",
+                hint="Set REDIS_URL: with the in-memory layer, events published by other "
+                "processes (workers, management commands, other server processes) reach no "
+                "live socket until it reconnects.",
+                id="notifications.W001",
+            )
+        )
+    if "redis" in backend.lower():
+        expiry = layer.get("CONFIG", {}).get("group_expiry", CHANNELS_REDIS_GROUP_EXPIRY)
+        refresh = settings.NOTIFICATIONS_GROUP_REFRESH
+        # Sockets re-join their group every `refresh` seconds; one late or failed refresh
+        # must not let Redis drop a live socket from its group (it would miss live events).
+        if expiry < 2 * refresh:
+            warnings.append(
+                Warning(
+                    f"Channel layer group_expiry ({expiry} s) is shorter than twice "
+                    f"NOTIFICATIONS_GROUP_REFRESH ({refresh:g} s).",
+                    hint="Live sockets would drop out of their group between refreshes. Raise "
+                    "CHANNEL_LAYER_GROUP_EXPIRY or lower NOTIFICATIONS_GROUP_REFRESH.",
+                    id="notifications.W002",
+                )
+            )
+    return warnings
+
+
+@register(Tags.security)
+def check_secret_key(app_configs, **kwargs) -> list[Warning]:
+    """The development SECRET_KEY signs every session and, by default, every JWT.
+
+    Quiet with DEBUG on (the embedded quickstart), so every management command stays readable.
+    """
+    if settings.DEBUG or settings.SECRET_KEY != settings.DEV_SECRET_KEY:
+        return []
+    return [
+        Warning(
+            "SECRET_KEY is the development default from reasonflow/settings.py (DEBUG=False).",
+            hint="Set SECRET_KEY (and JWT_SIGNING_KEY) to long random values: anyone who "
+            "reads this repository can forge sessions and access tokens with the default.",
+            id="notifications.W003",
+        )
+    ]

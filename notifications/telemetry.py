@@ -1,0 +1,97 @@
+"""What the consumer and the publisher report about sockets and events: metrics, the access
+log (one line per open, close and auth failure) and presence updates, behind one-line hooks.
+
+Everything here runs on the hot path: counters and dict lookups only, no I/O.
+"""
+
+import logging
+import time
+import weakref
+
+from notifications import metrics
+from notifications.connections import registry
+from notifications.presence import tracker
+
+access_log = logging.getLogger("notifications.access")
+
+# consumer -> [monotonic accept time, close code]; weak so a leaked consumer leaks nothing here.
+_sockets: "weakref.WeakKeyDictionary[object, list]" = weakref.WeakKeyDictionary()
+
+
+def socket_accepted(consumer) -> None:
+    _sockets[consumer] = [time.monotonic(), None]
+    metrics.CONNECTIONS_ACCEPTED.inc()
+    metrics.OPEN_CONNECTIONS.inc()
+
+
+def socket_authenticated(consumer) -> None:
+    metrics.AUTHENTICATED_USERS.set(len(registry.by_user))
+    tracker.changed()
+    access_log.info(
+        "websocket open user=%s",
+        consumer.user_id,
+        extra={"event": "ws_open", "user_id": str(consumer.user_id)},
+    )
+
+
+def socket_closing(consumer, code: int | None) -> None:
+    """Record the close code: the first one seen (ours in close_with, else the client's)."""
+    state = _sockets.get(consumer)
+    if state is not None and state[1] is None:
+        state[1] = code
+
+
+def socket_closed(consumer) -> None:
+    """The socket is gone (called once, however it ended); sockets never accepted are ignored."""
+    state = _sockets.pop(consumer, None)
+    if state is None:
+        return
+    opened_at, code = state
+    code = 1006 if code is None else code  # no close frame seen: abnormal closure
+    duration = round(time.monotonic() - opened_at, 3)
+    metrics.OPEN_CONNECTIONS.dec()
+    metrics.CONNECTIONS_CLOSED.labels(code=str(code)).inc()
+    user_id = None if consumer.user_id is None else str(consumer.user_id)
+    if user_id is not None:
+        metrics.AUTHENTICATED_USERS.set(len(registry.by_user))
+        tracker.changed()
+    access_log.info(
+        "websocket close user=%s code=%s duration=%.3fs",
+        user_id,
+        code,
+        duration,
+        extra={"event": "ws_close", "user_id": user_id, "close_code": code, "duration_s": duration},
+    )
+
+
+def auth_failed(reason: str) -> None:
+    """A socket failed authentication; `reason` is a code literal, never token material."""
+    label = metrics.reason_label(reason)
+    metrics.AUTH_FAILURES.labels(reason=label).inc()
+    access_log.info(
+        "websocket auth failed reason=%s", label, extra={"event": "ws_auth_failed", "reason": label}
+    )
+
+
+def event_delivered(message: dict) -> None:
+    metrics.EVENTS_DELIVERED.inc()
+    published_at = message.get("published_at")
+    if published_at is not None:
+        metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - published_at))
+
+
+def replayed(count: int) -> None:
+    metrics.REPLAYS.inc()
+    metrics.REPLAYED_EVENTS.inc(max(0, count))
+
+
+def gap_filled() -> None:
+    metrics.GAP_FILLS.inc()
+
+
+def event_published(event_type: str) -> None:
+    metrics.EVENTS_PUBLISHED.labels(type=event_type).inc()
+
+
+def channel_layer_send_failed() -> None:
+    metrics.CHANNEL_LAYER_SEND_FAILURES.inc()
