@@ -31,6 +31,8 @@ def event_prune(*, older_than=None) -> int:
 
     Sequence counters are kept, so ids are never reused after a prune.
     """
-    cutoff = timezone.now() - (older_than or settings.NOTIFICATIONS_RETENTION)
+    # `is None`, not `or`: a zero override (prune everything) is falsy but deliberate.
+    retention = settings.NOTIFICATIONS_RETENTION if older_than is None else older_than
+    cutoff = timezone.now() - retention
     deleted, _ = Event.objects.filter(created_at__lt=cutoff).delete()
     return deleted
