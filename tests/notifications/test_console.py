@@ -1,0 +1,262 @@
+"""The console page at `/` in a real browser (Debian's chromium driven by Playwright) against a
+live server: log in, connected, sync with toasts and badges, process and approve a draft, batch
+progress, a server restart with no missing event, and a tidy phone-width layout."""
+
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support.demo_server import DEMO_EMAIL, DEMO_PASSWORD, DemoServer, api
+
+pytestmark = pytest.mark.live
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TIMEOUT_MS = 20_000
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev")
+expect = sync_api.expect
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).exists() or shutil.which("chromium"), (
+        "Debian's chromium is needed (apt-get install chromium; .ci/run installs it)"
+    )
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with DemoServer() as live:
+        yield live
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("console-screenshots")
+
+
+def log_in(page, server: DemoServer, email: str = DEMO_EMAIL, password: str = DEMO_PASSWORD):
+    page.goto(server.http_url + "/")
+    page.fill("#email", email)
+    page.fill("#password", password)
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#state")).to_have_attribute("data-state", "connected")
+    # The badges start from the REST counts.
+    expect(page.locator("#badge-unread")).to_have_attribute("data-count", re.compile(r"^\d+$"))
+    expect(page.locator("#badge-drafts")).to_have_attribute("data-count", re.compile(r"^\d+$"))
+
+
+def badge(page, name: str) -> int:
+    return int(page.locator(f"#badge-{name}").get_attribute("data-count"))
+
+
+def new_demo_user(server: DemoServer) -> tuple[str, str]:
+    """A fresh user for tests that must not see another test's events or emails."""
+    email = f"console-{uuid.uuid4().hex[:10]}@example.com"
+    password = "console-password-4417"
+    server.register(email, password)
+    return email, password
+
+
+def rest_count(server: DemoServer, token: str, path: str) -> int:
+    status, body = api(server.http_url, "GET", path, token=token)
+    assert status == 200, body
+    return body["count"]
+
+
+def feed_ids(page) -> list[int]:
+    ids = page.locator("#feed li[data-event-id]").evaluate_all(
+        "rows => rows.map(row => Number(row.dataset.eventId))"
+    )
+    return sorted(ids)
+
+
+# --- serving ---------------------------------------------------------------------------------
+
+
+def test_the_console_and_its_static_files_are_served(server):
+    import urllib.request
+
+    with urllib.request.urlopen(server.http_url + "/", timeout=10) as response:  # noqa: S310
+        html = response.read().decode()
+    assert "/static/notifications/console.js" in html
+    for name in ("client.js", "console.js", "console.css"):
+        url = f"{server.http_url}/static/notifications/{name}"
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310
+            assert response.status == 200
+            kind = "css" if name.endswith(".css") else "javascript"
+            assert kind in response.headers["Content-Type"]
+
+
+# --- in the browser ----------------------------------------------------------------------------
+
+
+def test_a_wrong_password_shows_an_error_and_no_connection(page, server):
+    page.goto(server.http_url + "/")
+    page.fill("#email", DEMO_EMAIL)
+    page.fill("#password", "not-the-password")
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#login-error")).to_have_text("Wrong email or password.")
+    expect(page.locator("#app")).to_be_hidden()
+    expect(page.locator("#state")).to_have_attribute("data-state", "idle")
+
+
+def test_log_in_connect_and_a_test_event_reaches_feed_toast_and_badge(page, server):
+    page.goto(server.http_url + "/")
+    page.click("#use-demo")
+    expect(page.locator("#state")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#badge-unread")).to_have_attribute("data-count", re.compile(r"^\d+$"))
+    unread = badge(page, "unread")
+    page.select_option("#test-type", "email_received")
+    page.click("[data-action=test]")
+    row = page.locator("#feed li[data-type=email_received]").first
+    expect(row).to_contain_text("Test notification: meeting tomorrow")
+    expect(page.locator(".toast").first).to_contain_text("New email")
+    expect(page.locator("#badge-unread")).to_have_attribute("data-count", str(unread + 1))
+
+
+def test_sync_shows_toasts_and_the_unread_badge_follows_then_survives_a_reload(page, server):
+    email, password = new_demo_user(server)
+    log_in(page, server, email, password)
+    assert badge(page, "unread") == 0
+    page.click("[data-action=sync]")
+    expect(page.locator("#action-status")).to_contain_text("Sync stored")
+    received = int(re.search(r"stored (\d+)", page.inner_text("#action-status")).group(1))
+    assert received > 0
+    expect(page.locator("#badge-unread")).to_have_attribute("data-count", str(received))
+    expect(page.locator("#feed li[data-type=email_received]")).to_have_count(received)
+    expect(page.locator(".toast").filter(has_text="New email").first).to_be_visible()
+
+    token = page.evaluate("JSON.parse(sessionStorage.getItem('reasonflow.console.tokens')).access")
+    assert rest_count(server, token, "emails/?unread=true") == received
+    page.reload()
+    expect(page.locator("#state")).to_have_attribute("data-state", "connected")
+    # After a reload the badge is the REST count again, not the count plus the replayed events.
+    expect(page.locator("#badge-unread")).to_have_attribute("data-count", str(received))
+
+
+def test_process_then_approve_a_draft_moves_the_drafts_badge_and_sends(page, server):
+    email, password = new_demo_user(server)
+    log_in(page, server, email, password)
+    page.click("[data-action=sync]")
+    expect(page.locator("#action-status")).to_contain_text("Sync stored")
+    drafts_before = badge(page, "drafts")
+    # Spam is closed without a draft: process until a draft is ready.
+    for _ in range(6):
+        page.click("[data-action=process]")
+        expect(page.locator("#action-status")).to_contain_text("Processed")
+        if page.locator("#feed li[data-type=draft_ready]").count():
+            break
+    expect(page.locator("#feed li[data-type=draft_ready]")).to_have_count(1)
+    expect(page.locator(".toast").filter(has_text="Draft ready").first).to_be_visible()
+    expect(page.locator("#badge-drafts")).to_have_attribute("data-count", str(drafts_before + 1))
+
+    page.click("[data-action=approve]")
+    expect(page.locator("#action-status")).to_contain_text("Approved")
+    expect(page.locator("#feed li[data-type=draft_approved]")).to_have_count(1)
+    expect(page.locator("#feed li[data-type=email_sent]")).to_have_count(1)
+    expect(page.locator(".toast").filter(has_text="Email sent").first).to_be_visible()
+    expect(page.locator("#badge-drafts")).to_have_attribute("data-count", str(drafts_before))
+
+
+def test_reject_a_draft_moves_the_drafts_badge_down(page, server):
+    email, password = new_demo_user(server)
+    log_in(page, server, email, password)
+    page.click("[data-action=sync]")
+    expect(page.locator("#action-status")).to_contain_text("Sync stored")
+    for _ in range(6):
+        page.click("[data-action=process]")
+        expect(page.locator("#action-status")).to_contain_text("Processed")
+        if page.locator("#feed li[data-type=draft_ready]").count():
+            break
+    expect(page.locator("#badge-drafts")).to_have_attribute("data-count", "1")
+    page.click("[data-action=reject]")
+    expect(page.locator("#feed li[data-type=draft_rejected]")).to_have_count(1)
+    expect(page.locator("#badge-drafts")).to_have_attribute("data-count", "0")
+
+
+def test_a_batch_job_shows_a_progress_bar_that_ends_on_batch_complete(page, server):
+    email, password = new_demo_user(server)
+    log_in(page, server, email, password)
+    page.click("[data-action=sync]")
+    expect(page.locator("#action-status")).to_contain_text("Sync stored")
+    page.click("[data-action=batch]")
+    job = page.locator("#jobs li[data-job-id]").first
+    expect(job).to_have_attribute("data-final", "completed")
+    expect(job.locator(".progress")).to_have_attribute("aria-valuenow", "100")
+    expect(page.locator("#feed li[data-type=batch_complete]")).to_have_count(1)
+    assert page.locator("#feed li[data-type=batch_progress]").count() >= 1
+
+
+def test_a_server_restart_reconnects_and_resumes_with_no_missing_event(page, server, screenshots):
+    email, password = new_demo_user(server)
+    log_in(page, server, email, password)
+    page.click("[data-action=sync]")
+    expect(page.locator("#action-status")).to_contain_text("Sync stored")
+    before = feed_ids(page)
+    assert before == list(range(1, len(before) + 1))
+
+    server.stop()  # every socket closes: the page must notice and back off
+    expect(page.locator("#state")).to_have_attribute(
+        "data-state", re.compile("reconnecting|connecting")
+    )
+    expect(page.locator("#state")).to_contain_text("reconnecting in")
+    page.screenshot(path=str(screenshots / "console-reconnecting.png"))
+    missed = server.publish_direct(email=email, event_type="email_received", count=3)
+    assert missed == [len(before) + 1, len(before) + 2, len(before) + 3]
+    server.start_again()
+    expect(page.locator("#state")).to_have_attribute("data-state", "connected", timeout=45_000)
+    expect(page.locator("#feed li[data-event-id]")).to_have_count(len(before) + 3)
+    assert feed_ids(page) == list(range(1, len(before) + 4))
+    # Resumed (recovered): the replayed events moved the badge, nothing was recounted twice.
+    expect(page.locator("#badge-unread")).to_have_attribute("data-count", str(len(before) + 3))
+
+
+def test_phone_width_layout_has_no_horizontal_scroll(browser, server, screenshots):
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        page.goto(server.http_url + "/")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.screenshot(path=str(screenshots / "console-phone-login.png"))
+        page.click("#use-demo")
+        expect(page.locator("#state")).to_have_attribute("data-state", "connected")
+        page.select_option("#test-type", "email_received")
+        page.click("[data-action=test]")
+        expect(page.locator("#feed li[data-type=email_received]").first).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.screenshot(path=str(screenshots / "console-phone.png"), full_page=True)
+    finally:
+        context.close()
