@@ -6,9 +6,13 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from notifications.pages import console
+from notifications.views import healthz, metrics, readyz
 
 urlpatterns = [
     path("", console, name="console"),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/auth/", include("reasonflow.users.urls")),
     path("api/v1/notifications/", include("notifications.urls")),
