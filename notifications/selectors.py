@@ -14,6 +14,13 @@ def event_latest_id_for_user(*, user_id: uuid.UUID) -> int:
     )
 
 
+def event_latest_ids_for_users(*, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """The newest event id of each of these users that has any event."""
+    return dict(
+        EventCounter.objects.filter(user_id__in=user_ids).values_list("user_id", "last_event_id")
+    )
+
+
 def event_list_for_user(
     *, user_id: uuid.UUID, after: int, limit: int, up_to: int | None = None
 ) -> list[Event]:

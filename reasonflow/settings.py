@@ -159,22 +159,50 @@ SIMPLE_JWT = {
 
 # --- Channel layer --------------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
-if REDIS_URL:
+# Sentinel: REDIS_SENTINELS=host:26379,host2:26379 and REDIS_SENTINEL_MASTER=mymaster.
+REDIS_SENTINELS = env_list("REDIS_SENTINELS", [])
+REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER", "mymaster")
+# "core": channels-redis's list-based layer; "pubsub": its Redis pub/sub layer.
+CHANNEL_LAYER = os.environ.get("CHANNEL_LAYER", "core").strip().lower()
+
+
+def redis_layer_host() -> dict:
+    """One channels-redis `hosts` entry from REDIS_URL or the Sentinel settings."""
+    host: dict = {
+        # redis-py 8's 5 s default equals channels-redis's 5 s blocking read, which crashed
+        # idle consumers at random (channels_redis#422).
+        "socket_timeout": env_int("REDIS_SOCKET_TIMEOUT", 15),
+        "socket_connect_timeout": env_int("REDIS_CONNECT_TIMEOUT", 3),
+    }
+    if REDIS_SENTINELS:
+        host["sentinels"] = [
+            (name.rsplit(":", 1)[0], int(name.rsplit(":", 1)[1])) for name in REDIS_SENTINELS
+        ]
+        host["master_name"] = REDIS_SENTINEL_MASTER
+        host["sentinel_kwargs"] = {"socket_timeout": host["socket_connect_timeout"]}
+    else:
+        host["address"] = REDIS_URL
+    if CHANNEL_LAYER == "core":
+        # The core layer's pool waits for a free connection instead of failing past its size.
+        host["max_connections"] = env_int("REDIS_MAX_CONNECTIONS", 200)
+        if not REDIS_SENTINELS:
+            host["timeout"] = env_int("REDIS_POOL_TIMEOUT", 10)
+    return host
+
+
+if (REDIS_URL or REDIS_SENTINELS) and CHANNEL_LAYER == "pubsub":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [redis_layer_host()]},
+        }
+    }
+elif REDIS_URL or REDIS_SENTINELS:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "notifications.layers.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        # redis-py 8's 5 s default equals channels-redis's 5 s blocking read,
-                        # which crashed idle consumers at random (channels_redis#422).
-                        "socket_timeout": env_int("REDIS_SOCKET_TIMEOUT", 15),
-                        "socket_connect_timeout": env_int("REDIS_CONNECT_TIMEOUT", 3),
-                        "max_connections": env_int("REDIS_MAX_CONNECTIONS", 200),
-                        "timeout": env_int("REDIS_POOL_TIMEOUT", 10),
-                    }
-                ],
+                "hosts": [redis_layer_host()],
                 "capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000),
                 "expiry": 60,
                 # Members of a crashed process vanish after this; live sockets re-join every
@@ -206,6 +234,7 @@ NOTIFICATIONS_RATE_LIMIT = float(os.environ.get("NOTIFICATIONS_RATE_LIMIT", "5")
 NOTIFICATIONS_RATE_BURST = env_int("NOTIFICATIONS_RATE_BURST", 20)
 NOTIFICATIONS_SEND_TIMEOUT = float(os.environ.get("NOTIFICATIONS_SEND_TIMEOUT", "10"))
 NOTIFICATIONS_GROUP_REFRESH = float(os.environ.get("NOTIFICATIONS_GROUP_REFRESH", "60"))
+NOTIFICATIONS_CATCHUP_INTERVAL = float(os.environ.get("NOTIFICATIONS_CATCHUP_INTERVAL", "5"))
 NOTIFICATIONS_SHUTDOWN_GRACE = float(os.environ.get("NOTIFICATIONS_SHUTDOWN_GRACE", "5"))
 FORWARDED_ALLOW_IPS = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # A killed process's sockets leave every presence count within this many seconds.

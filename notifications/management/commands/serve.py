@@ -21,9 +21,15 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-demo", action="store_true", help="Skip the demo user.")
+        parser.add_argument(
+            "--no-migrate",
+            action="store_true",
+            help="Skip migrate (production runs it once per deploy, not per process).",
+        )
 
-    def handle(self, *args, host, port, no_demo, **options):
-        call_command("migrate", interactive=False, verbosity=0)
+    def handle(self, *args, host, port, no_demo, no_migrate, **options):
+        if not no_migrate:
+            call_command("migrate", interactive=False, verbosity=0)
         ws_url = f"ws://{host}:{port}/api/v1/notifications/ws"
         if not no_demo:
             user = user_ensure_demo()
