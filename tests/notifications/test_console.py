@@ -3,40 +3,25 @@ live server: log in, connected, sync with toasts and badges, process and approve
 progress, a server restart with no missing event, and a tidy phone-width layout."""
 
 import re
-import shutil
+import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
+from tests.support.browser import launch_chromium
 from tests.support.demo_server import DEMO_EMAIL, DEMO_PASSWORD, DemoServer, api
 
 pytestmark = pytest.mark.live
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TIMEOUT_MS = 20_000
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev")
-expect = sync_api.expect
 
 
 @pytest.fixture(scope="module")
 def browser():
-    assert Path(CHROMIUM).exists() or shutil.which("chromium"), (
-        "Debian's chromium is needed (apt-get install chromium; .ci/run installs it)"
-    )
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
         yield browser
         browser.close()
 
@@ -104,8 +89,6 @@ def feed_ids(page) -> list[int]:
 
 
 def test_the_console_and_its_static_files_are_served(server):
-    import urllib.request
-
     with urllib.request.urlopen(server.http_url + "/", timeout=10) as response:  # noqa: S310
         html = response.read().decode()
     assert "/static/notifications/console.js" in html
