@@ -1,9 +1,11 @@
-"""The live sockets of this server process: admission limits, group refresh, graceful close.
+"""The live sockets of this server process: admission limits, group refresh, delivery watch,
+graceful close.
 
 One registry per process. It bounds unauthenticated sockets (each costs memory before anyone
 is known), caps sockets per user, re-adds every member to its channel-layer group well within
 `group_expiry` (so a crashed process's members expire in minutes while healthy long-lived
-sockets never fall out), and closes every socket with a chosen code at shutdown.
+sockets never fall out), catches up sockets whose live messages the channel layer lost, and
+closes every socket with a chosen code at shutdown.
 """
 
 import asyncio
@@ -11,6 +13,7 @@ import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 if TYPE_CHECKING:
@@ -24,6 +27,7 @@ class ConnectionRegistry:
         self.pending: set[NotificationConsumer] = set()
         self.by_user: dict[object, set[NotificationConsumer]] = defaultdict(set)
         self._refresher: asyncio.Task | None = None
+        self._watcher: asyncio.Task | None = None
         self._emptied: asyncio.Event | None = None
 
     def admit(self, consumer: "NotificationConsumer") -> bool:
@@ -84,6 +88,38 @@ class ConnectionRegistry:
         loop = asyncio.get_running_loop()
         if self._refresher is None or self._refresher.done() or self._refresher.get_loop() != loop:
             self._refresher = loop.create_task(self._refresh_groups())
+        if self._watcher is None or self._watcher.done() or self._watcher.get_loop() != loop:
+            self._watcher = loop.create_task(self._watch_deliveries())
+
+    async def _watch_deliveries(self) -> None:
+        # The channel layer may lose a live message (pub/sub while Redis reconnects, a full
+        # channel, a dropped publish). A socket fills such a gap when the next event arrives;
+        # this watch covers the last event before a quiet spell. Each tick reads the newest
+        # ids of all connected users (one query per 1,000 users) and has every socket that is
+        # still behind an id seen a whole tick earlier catch up from the store.
+        from notifications.selectors import event_latest_ids_for_users
+
+        while True:
+            await asyncio.sleep(settings.NOTIFICATIONS_CATCHUP_INTERVAL)
+            try:
+                user_ids = list(self.by_user)
+                latest: dict = {}
+                for start in range(0, len(user_ids), 1000):
+                    latest |= await database_sync_to_async(event_latest_ids_for_users)(
+                        user_ids=user_ids[start : start + 1000]
+                    )
+                behind = []
+                for consumer in self.authenticated():
+                    if consumer.last_sent < consumer.watch_target:
+                        behind.append(consumer)
+                    consumer.watch_target = latest.get(consumer.user_id, 0)
+                if behind:
+                    logger.info("catching up %d socket(s) the channel layer missed", len(behind))
+                    await asyncio.gather(
+                        *(consumer.catch_up() for consumer in behind), return_exceptions=True
+                    )
+            except Exception:
+                logger.warning("delivery watch failed", exc_info=True)
 
     async def _refresh_groups(self) -> None:
         interval = settings.NOTIFICATIONS_GROUP_REFRESH

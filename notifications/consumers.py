@@ -72,6 +72,10 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         self._layer_lost = False
         self._allowance = float(settings.NOTIFICATIONS_RATE_BURST)
         self._allowance_at = time.monotonic()
+        # Live events, replays and the registry's catch-up all send store-ordered frames:
+        # one at a time, so ids never interleave.
+        self._send_lock = asyncio.Lock()
+        self.watch_target = 0
 
     async def __call__(self, scope, receive, send):
         # Channels' own loop, except that a failing channel layer closes the socket with a
@@ -208,7 +212,8 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         )
         if last_event_id is not None and resume.recovered:
             self.last_sent = last_event_id
-            await self._send_from_store(up_to=None)
+            async with self._send_lock:
+                await self._send_from_store(up_to=None)
             telemetry.replayed(self.last_sent - last_event_id)
         else:
             self.last_sent = resume.latest_id
@@ -290,6 +295,10 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     async def notification_event(self, message):
         if self.closing or message.get("user_id") != str(self.user_id):
             return
+        async with self._send_lock:
+            await self._forward(message)
+
+    async def _forward(self, message) -> None:
         event_id = message["event_id"]
         if event_id <= self.last_sent:
             return  # already sent by a replay or a gap fill
@@ -300,6 +309,12 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         if await self._send_text(message["envelope"]):
             self.last_sent = event_id
             telemetry.event_delivered(message)
+
+    async def catch_up(self) -> None:
+        """Send every stored event newer than the last one sent (the channel layer lost some)."""
+        async with self._send_lock:
+            if not self.closing:
+                await self._send_from_store(up_to=None)
 
     async def notification_revoke(self, message):
         if message.get("user_id") == str(self.user_id):

@@ -487,3 +487,18 @@ async def test_many_sockets_disconnecting_at_once_leave_no_group_member(user, se
 
 async def _group_empty(user_id):
     return await group_members(user_id) == set()
+
+
+async def test_a_lost_last_event_is_delivered_by_the_watch_without_a_next_event(user, settings):
+    settings.NOTIFICATIONS_CATCHUP_INTERVAL = 0.2
+    comm, _ = await connect(access_token_for(user))
+    layer = get_channel_layer()
+    group = user_group_name(user.id)
+    [channel] = await group_members(user.id)
+    await layer.group_discard(group, channel)
+    await publish(user)  # the layer never delivers it, and nothing follows it
+    await aflush_deliveries()
+    await layer.group_add(group, channel)
+    assert [e["id"] for e in await receive_events(comm, 1, timeout=3)] == [1]
+    assert await comm.receive_nothing(timeout=0.5)
+    await comm.disconnect()
