@@ -4,7 +4,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
@@ -24,8 +24,8 @@ class CheckResult:
 
 
 def _database_roundtrip() -> None:
-    # A fresh connection when the old one broke (a database restart), as a request would get.
-    connection.close_if_unusable_or_obsolete()
+    # Run through database_sync_to_async: a connection broken by a database restart is
+    # replaced first, as a request would get.
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
@@ -62,7 +62,7 @@ def _ms_since(started: float) -> float:
 async def readiness_check() -> dict[str, CheckResult]:
     """Check the database and the channel layer concurrently, each within the ready timeout."""
     database, channel_layer = await asyncio.gather(
-        _timed(sync_to_async(_database_roundtrip, thread_sensitive=False)),
+        _timed(database_sync_to_async(_database_roundtrip)),
         _timed(_channel_layer_roundtrip),
     )
     return {"database": database, "channel_layer": channel_layer}

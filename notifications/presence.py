@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 import redis
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Sum
@@ -180,7 +180,7 @@ class PresenceTracker:
         ttl = settings.NOTIFICATIONS_PRESENCE_TTL
         target = _redis_target()
         if target is None:
-            await sync_to_async(_write_database)(
+            await database_sync_to_async(_write_database)(
                 self.process_id, None if unchanged else counts, ttl
             )
         else:

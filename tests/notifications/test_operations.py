@@ -62,7 +62,7 @@ async def eventually(check, timeout: float = 15, interval: float = 0.1):
 # --- health and readiness --------------------------------------------------------------------
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the check replaces stale connections: no test atomic
 def test_healthz_and_readyz_answer_with_latencies(client, channel_layer_kind):
     assert client.get("/healthz").json() == {"status": "ok"}
     response = client.get("/readyz")
