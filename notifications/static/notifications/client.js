@@ -442,6 +442,7 @@ export class NotificationClient {
       this._timer.ping = null;
       if (this._ws !== ws) return;
       this._send(ws, { type: "ping" });
+      this._timers.clearTimeout(this._timer.pong); // this ping's deadline covers the last one
       this._timer.pong = this._timers.setTimeout(() => {
         // No pong: the connection is dead even if the socket has not noticed yet.
         if (this._ws === ws) this._abandon(ws, "no pong");
