@@ -1,0 +1,194 @@
+"""What a benchmark run stands on: a throwaway PostgreSQL database, a private Redis, the server
+processes under test (ours, the stock Channels consumer, the bare-websockets floor), CPU pinning
+and the /proc and INFO readings of their CPU and memory."""
+
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import redis
+
+from tests.support.redis import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+# The issue's baseline: the server on one core, everything that loads it on the other.
+SERVER_CPU = 0
+LOAD_CPU = 1
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def pin(cpu: int | None) -> None:
+    """Pin the calling process to one CPU (no-op on a single-CPU machine or with None)."""
+    if cpu is not None and cpu_count() > 1 and cpu < os.cpu_count():
+        os.sched_setaffinity(0, {cpu})
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's open-file limit to its hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+
+
+class ThrowawayDatabase:
+    """reasonflow_bench_<pid> on the local PostgreSQL (trust auth), dropped on close()."""
+
+    def __init__(self, admin_url: str = POSTGRES_ADMIN_URL) -> None:
+        self.admin_url = admin_url.rstrip("/")
+        self.name = f"reasonflow_bench_{os.getpid()}"
+        self.created = False
+
+    @property
+    def url(self) -> str:
+        return f"{self.admin_url}/{self.name}"
+
+    def _admin(self) -> psycopg.Connection:
+        return psycopg.connect(f"{self.admin_url}/postgres", autocommit=True, connect_timeout=5)
+
+    def create(self) -> "ThrowawayDatabase":
+        with self._admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}"')
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        self.created = True
+        return self
+
+    def drop(self) -> None:
+        if not self.created:
+            return
+        with self._admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        self.created = False
+
+
+# --- /proc and Redis readings --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessSample:
+    at: float
+    cpu: float  # seconds of user + system time, every thread of the process
+    rss: int  # bytes
+
+
+def sample_process(pid: int) -> ProcessSample:
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        # The command name may hold spaces: split after its closing parenthesis.
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    rss = 0
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+                break
+    return ProcessSample(at=time.monotonic(), cpu=(utime + stime) / CLOCK_TICKS, rss=rss)
+
+
+def redis_cpu(url: str) -> float:
+    """Seconds of CPU the Redis server has used (INFO cpu: user + sys, all its threads)."""
+    info = redis.Redis.from_url(url, socket_timeout=5).info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def private_redis() -> RedisServer:
+    """A redis-server of our own on a free port, so nothing else on the machine loads it."""
+    return RedisServer().start()
+
+
+# --- server processes ----------------------------------------------------------------------
+
+
+def _child_setup(cpu: int | None):
+    def setup() -> None:
+        pin(cpu)
+        raise_fd_limit()
+
+    return setup
+
+
+class ServerProcess:
+    """One server under test, started in its own session on 127.0.0.1, pinned to SERVER_CPU.
+
+    `kind` is "ours" (`manage.py serve`, exactly as in production), "stock" (bench/stock.py)
+    or "floor" (bench/floor.py).
+    """
+
+    def __init__(self, kind: str, env: dict[str, str], log_dir: Path) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.env = env
+        self.log_path = log_dir / f"{kind}-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/v1/notifications/ws"
+
+    def command(self) -> list[str]:
+        port = ["--host", "127.0.0.1", "--port", str(self.port)]
+        if self.kind == "ours":
+            return [sys.executable, "manage.py", "serve", "--no-demo", *port]
+        return [sys.executable, "-m", f"bench.{self.kind}", *port]
+
+    def start(self, timeout: float = 60) -> "ServerProcess":
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_child_setup(SERVER_CPU),
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 1),
+            ):
+                return self
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.kind} server did not start:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
+    def sample(self) -> ProcessSample:
+        return sample_process(self.pid)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 8) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
