@@ -36,5 +36,9 @@ format: $(VENV)/.dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+## Every benchmark scenario against ours, the stock consumer and the floor (docs/performance.md).
+bench: $(VENV)/.dev
+	$(PY) -m bench all $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache db.sqlite3
