@@ -1,0 +1,106 @@
+"""The benchmark works: every scenario, tiny, against real servers (ours, the stock consumer
+and the floor), and its report's numbers are sane. Proves the harness, not the performance."""
+
+import json
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from bench.infra import POSTGRES_ADMIN_URL, ROOT
+
+pytestmark = [pytest.mark.live, pytest.mark.redis, pytest.mark.postgres]
+
+
+def postgres_answers() -> bool:
+    try:
+        psycopg.connect(f"{POSTGRES_ADMIN_URL}/postgres", connect_timeout=2).close()
+    except psycopg.Error:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    if not postgres_answers():
+        pytest.skip(f"the benchmark needs PostgreSQL at {POSTGRES_ADMIN_URL}")
+    path = tmp_path_factory.mktemp("bench") / "report.json"
+    command = [sys.executable, "-m", "bench", "connections", "throughput", "fanout", "mixed"]
+    command += ["--compare-stock", "--users", "10", "--connections", "20"]
+    command += ["--rates", "50,100", "--duration", "1", "--fanout-sockets", "20"]
+    command += ["--fanout-repeats", "5", "--mixed-users", "10", "--mixed-rates", "20"]
+    command += ["--concurrency", "10", "--json", str(path)]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=280, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "== throughput ==" in done.stdout and "ours/floor" in done.stdout
+    return json.loads(path.read_text())
+
+
+def assert_step_delivered_everything(step: dict) -> None:
+    assert step["published"] > 0
+    assert step["delivered"] == step["expected"] > 0
+    assert step["lost"] == step["duplicated"] == step["out_of_order"] == 0
+    latency = step["latency_ms"]
+    assert 0 <= latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"] < 10_000
+    assert step["server_cpu_s"] >= 0  # /proc counts 10 ms ticks: a tiny step may show 0
+    assert step["server_rss_mib"] > 10
+    assert step["redis_cpu_us_per_published"] >= 0
+
+
+def assert_all_sockets_opened(result: dict, count: int) -> None:
+    opened = result["open"]
+    assert opened["sockets"] == count and opened["failed"] == 0
+    assert opened["connect_auth_per_s"] > 0
+    assert opened["rss_after_mib"] > 10
+
+
+def test_connections_opens_every_socket_and_each_gets_its_users_event(report):
+    results = report["scenarios"]["connections"]
+    assert set(results) == {"ours", "stock", "floor"}
+    for result in results.values():
+        assert_all_sockets_opened(result, 20)
+        assert_step_delivered_everything(result["check"])
+        # 10 users with 2 sockets each: one event per user reaches 20 sockets.
+        assert result["check"]["published"] == 10 and result["check"]["delivered"] == 20
+
+
+def test_throughput_steps_deliver_every_event_once_in_order(report):
+    for result in report["scenarios"]["throughput"].values():
+        assert_all_sockets_opened(result, 10)
+        assert [step["rate"] for step in result["steps"]][:1] == [50]
+        for step in result["steps"]:
+            assert_step_delivered_everything(step)
+            assert step["published"] == step["delivered"]  # one socket per user
+
+
+def test_fanout_reaches_every_socket_every_time(report):
+    for result in report["scenarios"]["fanout"].values():
+        assert_all_sockets_opened(result, 20)
+        assert result["delivered"] == result["expected"] == 5 * 20
+        assert result["lost_or_duplicated"] == 0
+        last = result["last_socket_ms"]
+        assert 0 < result["first_socket_ms_median"] <= last["median"] <= last["p99"]
+
+
+def test_mixed_rest_requests_publish_to_the_sockets(report):
+    results = report["scenarios"]["mixed"]
+    assert set(results) == {"ours", "stock"}  # the floor has no REST API
+    for result in results.values():
+        (step,) = result["steps"]
+        assert step["http_errors"] == 0
+        assert step["published"] == 20  # 20 requests/s for 1 s, each one event
+        assert_step_delivered_everything(step)
+        assert 0 < step["http_ms"]["p50"] <= step["http_ms"]["p99"]
+
+
+def test_ratios_compare_ours_with_stock_and_floor(report):
+    for scenario in ("connections", "throughput", "fanout"):
+        ratios = report["ratios"][scenario]
+        assert set(ratios) == {"ours/stock", "ours/floor"}
+        for ratio in ratios.values():
+            assert ratio["p99"] > 0 and ratio["rss_per_socket"] is not None
+            # None when the floor used less than one 10 ms /proc tick in a tiny run.
+            assert ratio["cpu_per_event"] is None or ratio["cpu_per_event"] > 0
