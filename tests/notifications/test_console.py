@@ -113,6 +113,21 @@ def test_a_wrong_password_shows_an_error_and_no_connection(page, server):
     expect(page.locator("#state")).to_have_attribute("data-state", "idle")
 
 
+def test_unusable_tokens_end_in_auth_failed_and_the_login_form(page, server):
+    page.goto(server.http_url + "/")
+    # A stored session whose access and refresh tokens are both unusable: the socket closes
+    # 4002, the client asks getToken() once (the refresh fails), and stops.
+    page.evaluate(
+        """sessionStorage.setItem('reasonflow.console.tokens', JSON.stringify(
+            {access: 'a.b.c', refresh: 'not-a-refresh-token', email: 'gone@example.com'}))"""
+    )
+    page.reload()
+    expect(page.locator("#state")).to_have_attribute("data-state", "auth_failed")
+    expect(page.locator("#state")).to_have_text("auth failed")
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#login-error")).to_contain_text("log in again")
+
+
 def test_log_in_connect_and_a_test_event_reaches_feed_toast_and_badge(page, server):
     page.goto(server.http_url + "/")
     page.click("#use-demo")
