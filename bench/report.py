@@ -140,6 +140,7 @@ def _step_row(kind: str, step: dict) -> list[str]:
         _fmt(step["server_cpu_util"], 2),
         _fmt(step["server_rss_mib"]),
         _fmt(step["redis_cpu_us_per_published"], 0),
+        _fmt(step.get("load_cpu_util"), 2),
     ]
 
 
@@ -160,6 +161,7 @@ STEP_HEADER = [
     "cpu",
     "rssMiB",
     "redisµs/ev",
+    "load",
 ]
 
 

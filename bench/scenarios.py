@@ -306,6 +306,7 @@ async def publish_step(
     """Publish, wait for the sockets to drain, and report one step."""
     loadgen.reset(sockets)
     meter = Meter(target).start()
+    own = os.times()
     published = await target.publish(users, rate, count)
     sockets_per_user: dict[str, int] = {}
     for sock in sockets:
@@ -317,6 +318,11 @@ async def publish_step(
     step["publish_rate"] = round(count / published["elapsed"], 1) if published["elapsed"] else 0
     step["publisher_cpu_us_per_event"] = round(published["cpu"] / count * 1e6, 1)
     step.update(meter.stop(delivered=delivery.delivered, published=count))
+    # The load side's core (this process and the publishers): near 1.0, the numbers above
+    # measure the load generator, not the server.
+    now = os.times()
+    load_cpu = now.user + now.system - own.user - own.system + published["cpu"]
+    step["load_cpu_util"] = round(load_cpu / (now.elapsed - own.elapsed), 2)
     return step
 
 
