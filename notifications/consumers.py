@@ -200,7 +200,6 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         resume = await database_sync_to_async(selectors.event_resume_point_for_user)(
             user_id=self.user_id, last_event_id=last_event_id
         )
-        self._set_expiry(auth.expires_at)
         await self.send_json(
             {
                 "type": "connected",
@@ -210,6 +209,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
                 "expires_at": format_timestamp(auth.expires_at),
             }
         )
+        self._set_expiry(auth.expires_at)
         if last_event_id is not None and resume.recovered:
             self.last_sent = last_event_id
             async with self._send_lock:
@@ -285,10 +285,12 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             logger.warning("websocket refresh with another user's token (user %s)", self.user_id)
             await self.close_with(CloseCode.INVALID_TOKEN)
             return
-        self._set_expiry(auth.expires_at)
+        self.expires_at = auth.expires_at  # the old deadline must not fire meanwhile
+        self._cancel_timer()
         await self.send_json(
             {"type": "token_refreshed", "expires_at": format_timestamp(auth.expires_at)}
         )
+        self._set_expiry(auth.expires_at)
 
     # --- channel-layer messages -----------------------------------------------------------
 
@@ -376,10 +378,9 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         self.expires_at = expires_at
         remaining = (expires_at - timezone.now()).total_seconds()
         warning = settings.NOTIFICATIONS_TOKEN_EXPIRY_WARNING
-        if remaining > warning:
-            self._schedule(remaining - warning, self._token_expiring)
-        else:
-            self._schedule(remaining, self._token_expired)
+        # A token that is already inside the warning window is warned about at once, so a
+        # client that waits for token_expiring always gets the chance to refresh.
+        self._schedule(max(0.0, remaining - warning), self._token_expiring)
 
     async def _token_expiring(self) -> None:
         if self.closing or self.expires_at is None:

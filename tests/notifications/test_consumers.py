@@ -502,3 +502,18 @@ async def test_a_lost_last_event_is_delivered_by_the_watch_without_a_next_event(
     assert [e["id"] for e in await receive_events(comm, 1, timeout=3)] == [1]
     assert await comm.receive_nothing(timeout=0.5)
     await comm.disconnect()
+
+
+async def test_a_token_already_inside_the_warning_window_is_warned_about_at_once(user, settings):
+    settings.NOTIFICATIONS_TOKEN_EXPIRY_WARNING = 60
+    token = AccessToken.for_user(user)
+    token.set_exp(lifetime=timedelta(seconds=3))
+    comm, connected = await connect(str(token))
+    warning = await comm.receive_json_from(timeout=1)
+    assert warning == {"type": "token_expiring", "expires_at": connected["expires_at"]}
+    await comm.send_json_to({"type": "refresh", "token": access_token_for(user)})
+    assert (await comm.receive_json_from(timeout=5))["type"] == "token_refreshed"
+    await asyncio.sleep(3.5)  # past the first token's expiry
+    await comm.send_json_to({"type": "ping"})
+    assert await comm.receive_json_from(timeout=5) == {"type": "pong"}
+    await comm.disconnect()

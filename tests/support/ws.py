@@ -34,9 +34,12 @@ async def connect(token: str, **first_frame) -> tuple[WebsocketCommunicator, dic
 
 
 async def expect_close(comm: WebsocketCommunicator, code: int, timeout: float = 5) -> None:
-    """The next output is a close with `code` (after skipping nothing)."""
+    """The next output is a close with `code`; then the connection ends as a server ends it
+    (websocket.disconnect) and the consumer must finish cleanly."""
     output = await comm.receive_output(timeout)
     assert output == {"type": "websocket.close", "code": code}, output
+    await comm.send_input({"type": "websocket.disconnect", "code": code})
+    await comm.wait(timeout)
 
 
 async def receive_events(comm: WebsocketCommunicator, count: int, timeout: float = 5) -> list:
