@@ -249,7 +249,7 @@ METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1/32", "::1/128"
 # --- Emails domain -------------------------------------------------------------------------
 # Where sync reads mail unless a user's MailAccount names another source: `demo:`,
 # `mbox:///path/file.mbox`, `maildir:///path/Maildir`, `imaps://user:app-password@host/INBOX`
-# (implicit TLS) or `imap://…` (STARTTLS). See docs/emails.md.
+# (implicit TLS) or `imap://…` (STARTTLS). See the README, "Mail sources".
 EMAILS_SOURCE = os.environ.get("EMAILS_SOURCE", "demo:")
 EMAILS_SOURCE_TIMEOUT = float(os.environ.get("EMAILS_SOURCE_TIMEOUT", "30"))
 EMAILS_DEMO_PER_SYNC = env_int("EMAILS_DEMO_PER_SYNC", 3)
