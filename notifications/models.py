@@ -57,7 +57,26 @@ class Event(models.Model):
         }
 
     def envelope_json(self) -> str:
-        return json.dumps(self.envelope(), separators=(",", ":"), ensure_ascii=False)
+        return envelope_json(
+            sequence=self.sequence,
+            event_type=self.type,
+            user_id=self.user_id,
+            data_json=dump_json(self.data),
+            created_at=self.created_at,
+        )
+
+
+def dump_json(value) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def envelope_json(*, sequence: int, event_type: str, user_id, data_json: str, created_at) -> str:
+    """The envelope's wire text, built around `data` already encoded (publishing encodes it
+    once for the store and reuses it here)."""
+    return (
+        f'{{"id":{int(sequence)},"type":{dump_json(event_type)},"user_id":"{user_id}",'
+        f'"data":{data_json},"timestamp":"{format_timestamp(created_at)}"}}'
+    )
 
 
 class Presence(models.Model):

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 import weakref
+from datetime import datetime
 from typing import Any
 
 from asgiref.sync import SyncToAsync
@@ -24,7 +25,7 @@ from django.utils import timezone
 
 from notifications import telemetry
 from notifications.events import EventType, build_payload
-from notifications.models import Event, EventCounter
+from notifications.models import Event, EventCounter, dump_json, envelope_json
 
 logger = logging.getLogger(__name__)
 
@@ -49,21 +50,30 @@ def publish_event(
     """
     payload = build_payload(event_type, data)
     user_uuid = uuid.UUID(str(user_id))
+    event_type = str(event_type)
+    data_json = dump_json(payload)
     with transaction.atomic(savepoint=False):
-        sequence = _next_sequence(user_uuid)
-        # Taken after the counter's row lock, so timestamps grow with the sequence.
-        event = Event.objects.create(
+        event_id, sequence, created_at = _store_event(user_uuid, event_type, data_json)
+        event = Event(
+            id=event_id,
             user_id=user_uuid,
             sequence=sequence,
-            type=str(event_type),
+            type=event_type,
             data=payload,
-            created_at=timezone.now(),
+            created_at=created_at,
         )
+        event._state.adding, event._state.db = False, connection.alias  # stored above
         message = {
             "type": MESSAGE_TYPE,
             "user_id": str(user_uuid),
             "event_id": sequence,
-            "envelope": event.envelope_json(),
+            "envelope": envelope_json(
+                sequence=sequence,
+                event_type=event_type,
+                user_id=user_uuid,
+                data_json=data_json,
+                created_at=created_at,
+            ),
             "published_at": time.time(),  # for the publish-to-socket latency metric
         }
         transaction.on_commit(lambda: _deliver(user_group_name(user_uuid), message), robust=True)
@@ -88,24 +98,57 @@ async def apublish_event(
 
 
 _NEXT_SEQUENCE_SQL = (
-    "INSERT INTO {table} (user_id, last_event_id) VALUES (%s, 1) "
-    "ON CONFLICT (user_id) DO UPDATE SET last_event_id = {table}.last_event_id + 1 "
+    "INSERT INTO {counter} (user_id, last_event_id) VALUES (%s, 1) "
+    "ON CONFLICT (user_id) DO UPDATE SET last_event_id = {counter}.last_event_id + 1 "
     "RETURNING last_event_id"
+)
+_INSERT_EVENT_SQL = (
+    "INSERT INTO {event} (user_id, sequence, type, data, created_at) "
+    "VALUES (%s, %s, %s, %s, %s) RETURNING id"
+)
+# PostgreSQL does both in one round trip; the timestamp is read after the counter's row lock
+# is taken, so a user's timestamps grow with the sequence.
+_STORE_EVENT_SQL_POSTGRES = (
+    "WITH next AS (" + _NEXT_SEQUENCE_SQL + ") "  # noqa: S608 - constants and table names
+    "INSERT INTO {event} (user_id, sequence, type, data, created_at) "
+    "SELECT %s, last_event_id, %s, %s::jsonb, clock_timestamp() FROM next "
+    "RETURNING id, sequence, created_at"
 )
 
 
-def _next_sequence(user_id: uuid.UUID) -> int:
-    # One statement both allocates the number and takes the counter's row lock, which is held
-    # until the caller's transaction ends: numbers are gapless (a rollback returns them) and a
-    # user's events commit in sequence order.
-    table = connection.ops.quote_name(EventCounter._meta.db_table)
-    user_field = EventCounter._meta.pk.target_field
+def _store_event(user_id: uuid.UUID, event_type: str, data_json: str) -> tuple[int, int, datetime]:
+    """Insert the event with the user's next sequence number; return (id, sequence, created_at).
+
+    The counter upsert allocates the number and takes the counter row's lock, held until the
+    caller's transaction ends: numbers are gapless (a rollback returns them) and a user's
+    events commit in sequence order. Raw SQL: this is the hot path of every publisher.
+    """
+    tables = {
+        "counter": connection.ops.quote_name(EventCounter._meta.db_table),
+        "event": connection.ops.quote_name(Event._meta.db_table),
+    }
+    user = EventCounter._meta.pk.target_field.get_db_prep_value(user_id, connection)
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                _STORE_EVENT_SQL_POSTGRES.format(**tables),
+                [user, user, event_type, data_json],
+            )
+            return cursor.fetchone()
+        cursor.execute(_NEXT_SEQUENCE_SQL.format(**tables), [user])
+        sequence = cursor.fetchone()[0]
+        created_at = timezone.now()  # after the row lock: timestamps grow with the sequence
         cursor.execute(
-            _NEXT_SEQUENCE_SQL.format(table=table),
-            [user_field.get_db_prep_value(user_id, connection)],
+            _INSERT_EVENT_SQL.format(**tables),
+            [
+                user,
+                sequence,
+                event_type,
+                data_json,
+                connection.ops.adapt_datetimefield_value(created_at),
+            ],
         )
-        return cursor.fetchone()[0]
+        return cursor.fetchone()[0], sequence, created_at
 
 
 # --- delivery --------------------------------------------------------------------------------
