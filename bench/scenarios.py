@@ -49,7 +49,7 @@ class Options:
     publishers: int = 2
     batch: int = 1
     publisher_cpu: str = "load"  # "load": pinned next to the load generator; "any": unpinned
-    layer: str = "core"
+    layer: str = "pubsub"
     server_env: dict[str, str] = field(default_factory=dict)
     compare_stock: bool = False
     drain: float = 5.0
@@ -79,8 +79,8 @@ class Bench:
         self.env = {
             "DATABASE_URL": self.db.url,
             "REDIS_URL": self.redis.url,
-            "DJANGO_SETTINGS_MODULE": "bench.server_settings",
-            "BENCH_CHANNEL_LAYER": self.options.layer,
+            "DJANGO_SETTINGS_MODULE": "reasonflow.settings",
+            "CHANNEL_LAYER": self.options.layer,
             # Production runs without DEBUG (which would also keep every SQL query in memory).
             "DEBUG": "0",
             "SECRET_KEY": secrets.token_hex(32),

@@ -83,8 +83,16 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         # the socket, however it ends.
         self.scope = scope
         self.channel_layer = get_channel_layer()
-        self.channel_name = await self.channel_layer.new_channel()
         self.base_send = send
+        try:
+            # The pub/sub layer subscribes here: with Redis away this fails before accept.
+            self.channel_name = await self.channel_layer.new_channel()
+        except Exception:
+            logger.warning("channel layer unavailable for a new socket", exc_info=True)
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": CloseCode.SERVER_ERROR})
+            return
         try:
             await await_many_dispatch([receive, self._receive_from_layer], self.dispatch)
         except StopConsumer:

@@ -39,14 +39,27 @@ def redis_layer_config(url: str, **overrides) -> dict:
     return {"default": {"BACKEND": "notifications.layers.RedisChannelLayer", "CONFIG": config}}
 
 
+def pubsub_layer_config(url: str) -> dict:
+    """channels-redis's pub/sub layer (the production default) on `url`, with its own prefix."""
+    host = {"address": url, "socket_timeout": 15, "socket_connect_timeout": 3}
+    return {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [host], "prefix": f"test-{uuid.uuid4().hex[:12]}"},
+        }
+    }
+
+
 MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "pubsub"])
 def channel_layer_kind(request, settings):
-    """Run the test once on the in-memory layer and once on the Redis layer."""
+    """Run the test on the in-memory layer and on both Redis layers (core and pub/sub)."""
     if request.param == "redis":
         settings.CHANNEL_LAYERS = redis_layer_config(request.getfixturevalue("redis_url"))
+    elif request.param == "pubsub":
+        settings.CHANNEL_LAYERS = pubsub_layer_config(request.getfixturevalue("redis_url"))
     else:
         settings.CHANNEL_LAYERS = MEMORY_LAYER
     return request.param

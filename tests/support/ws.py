@@ -4,6 +4,7 @@ import asyncio
 
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from channels_redis.pubsub import RedisPubSubChannelLayer
 
 from notifications.publish import user_group_name
 from reasonflow.asgi import application
@@ -50,6 +51,9 @@ async def group_members(user_id) -> set[str]:
     """Channel names in the user's group, read from the layer itself (in-memory or Redis)."""
     layer = get_channel_layer()
     group = user_group_name(user_id)
+    if isinstance(layer, RedisPubSubChannelLayer):  # membership lives in this process
+        loop_layer = layer._get_layer()
+        return set(loop_layer.groups.get(loop_layer._get_group_channel_name(group), ()))
     if hasattr(layer, "groups"):
         return set(layer.groups.get(group, {}))
     connection = layer.connection(layer.consistent_hash(group))
