@@ -6,8 +6,11 @@ from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer
+from channels_redis.utils import create_pool, decode_hosts
 from django.conf import settings
 from django.db import connection
+from redis import asyncio as aioredis
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,16 @@ async def _channel_layer_roundtrip() -> None:
         # channels-redis: every shard must answer, since groups hash across all of them.
         for index in range(layer.ring_size):
             await layer.connection(index).ping()
+        return
+    if isinstance(layer, RedisPubSubChannelLayer):
+        # A send/receive round trip would leave a subscription behind on every probe (the
+        # pub/sub layer only unsubscribes a cancelled receive): ping each host instead.
+        for host in decode_hosts(settings.CHANNEL_LAYERS["default"]["CONFIG"].get("hosts")):
+            client = aioredis.Redis(connection_pool=create_pool(host))
+            try:
+                await client.ping()
+            finally:
+                await client.aclose(close_connection_pool=True)
         return
     channel = await layer.new_channel()
     await layer.send(channel, {"type": "health.check"})
