@@ -13,7 +13,9 @@ from notifications.models import Event
 from notifications.presence import _write_database
 from tests.emails.factories import DraftFactory, EmailFactory
 
-pytestmark = pytest.mark.django_db
+# Presence is kept in the database when the channel layer is not Redis; these tests write
+# other processes' presence rows there, whatever REDIS_URL the environment has.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("memory_layer")]
 
 USERS = reverse("admin:users_user_changelist")
 ACTION = "send_test_notification"
