@@ -36,7 +36,7 @@ format: $(VENV)/.dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-## Every benchmark scenario against ours, the stock consumer and the floor (docs/performance.md).
+## Every benchmark scenario against ours, the stock consumer and the floor (README, "Performance").
 bench: $(VENV)/.dev
 	$(PY) -m bench all $(BENCH_ARGS)
 

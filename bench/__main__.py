@@ -2,7 +2,7 @@
 
 Scenarios: connections, throughput, fanout, mixed, publish-cost, or `all` (every scenario,
 with --compare-stock). Prints a table and writes bench/results/<timestamp>.json.
-See docs/performance.md.
+See the README, "Performance".
 """
 
 import argparse
