@@ -43,7 +43,9 @@ def headline(scenario: str, result: dict, step: dict | None = None) -> dict:
 
 
 def _ratio(a, b) -> float | None:
-    if a is None or b is None or b == 0 or math.isnan(a) or math.isnan(b):
+    # A zero reading is below the measurement's resolution (CPU comes in 10 ms /proc ticks),
+    # so no ratio can be told from it, whichever side it is on.
+    if a is None or b is None or a == 0 or b == 0 or math.isnan(a) or math.isnan(b):
         return None
     return round(a / b, 2)
 

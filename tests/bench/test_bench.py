@@ -102,5 +102,5 @@ def test_ratios_compare_ours_with_stock_and_floor(report):
         assert set(ratios) == {"ours/stock", "ours/floor"}
         for ratio in ratios.values():
             assert ratio["p99"] > 0 and ratio["rss_per_socket"] is not None
-            # None when the floor used less than one 10 ms /proc tick in a tiny run.
+            # None when either side used less than one 10 ms /proc tick in a tiny run.
             assert ratio["cpu_per_event"] is None or ratio["cpu_per_event"] > 0
