@@ -322,7 +322,8 @@ async def publish_step(
     # measure the load generator, not the server.
     now = os.times()
     load_cpu = now.user + now.system - own.user - own.system + published["cpu"]
-    step["load_cpu_util"] = round(load_cpu / (now.elapsed - own.elapsed), 2)
+    wall = now.elapsed - own.elapsed  # os.times() ticks: a tiny step can read 0
+    step["load_cpu_util"] = round(load_cpu / wall, 2) if wall > 0 else None
     return step
 
 
