@@ -2,8 +2,8 @@
 
 First-message JWT through simplejwt, group_add, forward group messages; a plain
 AsyncJsonWebsocketConsumer with no replay, gap fill, limits or timers. It serves the same Django
-HTTP app and uses the same channel layer settings and uvicorn options as ours, so the same
-publisher (`publish_event`: group_send of the same message) feeds it.
+HTTP app, channels-redis's own layer class with the same settings, and the same uvicorn options
+as ours, so the same publisher (`publish_event`: group_send of the same message) feeds it.
 
 Run: python -m bench.stock --host 127.0.0.1 --port P  (env as for `manage.py serve`)
 """
@@ -14,8 +14,16 @@ import os
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "reasonflow.settings")
 
 import django
+from django.conf import settings
 
 django.setup()
+# channels-redis's own pub/sub layer: ours keeps each socket's channel in the process
+# (notifications/layers.py). The core layer differs only in its connection pool.
+_STOCK_BACKENDS = {
+    "notifications.layers.RedisPubSubChannelLayer": "channels_redis.pubsub.RedisPubSubChannelLayer",
+}
+_layer = settings.CHANNEL_LAYERS["default"]
+_layer["BACKEND"] = _STOCK_BACKENDS.get(_layer["BACKEND"], _layer["BACKEND"])
 
 import uvicorn  # noqa: E402
 from channels.db import database_sync_to_async  # noqa: E402

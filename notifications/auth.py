@@ -4,12 +4,15 @@ REST and the WebSocket share one policy (reasonflow.users.authentication): token
 signature, algorithm, expiry, active user, password change and logout revocation.
 """
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.contrib.auth import get_user_model
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.tokens import Token
 
 from reasonflow.users.authentication import JWTAuthentication
 
@@ -33,21 +36,40 @@ class AuthenticatedToken:
 _authentication = JWTAuthentication()
 
 
-def authenticate_access_token(raw_token: str) -> AuthenticatedToken:
-    """Validate an access token string and return its active user, or raise TokenRejected.
+def validate_access_token(raw_token: str) -> tuple[Token, uuid.UUID]:
+    """Check an access token's signature, type and expiry (no database) and return it with
+    the user id it claims, or raise TokenRejected.
 
     The caller must have checked that `raw_token` is a non-empty string: simplejwt's
-    AccessToken(None) mints a fresh token instead of failing. Database errors propagate.
+    AccessToken(None) mints a fresh token instead of failing.
     """
     if not isinstance(raw_token, str) or not raw_token:
         raise TypeError("raw_token must be a non-empty string")
     try:
         validated = _authentication.get_validated_token(raw_token.encode())
+    except (InvalidToken, TokenError, AuthenticationFailed) as exc:
+        raise TokenRejected(_reason(exc)) from None
+    try:
+        return validated, uuid.UUID(str(validated.payload.get(api_settings.USER_ID_CLAIM)))
+    except ValueError:
+        raise TokenRejected("invalid_user_id") from None
+
+
+def authenticate_validated_token(validated: Token) -> AuthenticatedToken:
+    """The active user of a validated token, or TokenRejected (revoked, inactive, unknown).
+    Database errors propagate."""
+    try:
         user = _authentication.get_user(validated)
     except (InvalidToken, TokenError, AuthenticationFailed) as exc:
         raise TokenRejected(_reason(exc)) from None
     expires_at = datetime.fromtimestamp(validated["exp"], tz=UTC)
     return AuthenticatedToken(user=user, expires_at=expires_at)
+
+
+def authenticate_access_token(raw_token: str) -> AuthenticatedToken:
+    """Validate an access token string and return its active user, or raise TokenRejected."""
+    validated, _ = validate_access_token(raw_token)
+    return authenticate_validated_token(validated)
 
 
 def _reason(exc: Exception) -> str:

@@ -14,12 +14,16 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
-from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.utils import timezone
 
 from notifications import selectors, telemetry
-from notifications.auth import TokenRejected, authenticate_access_token
+from notifications.auth import (
+    TokenRejected,
+    authenticate_access_token,
+    authenticate_validated_token,
+    validate_access_token,
+)
 from notifications.connections import registry
 from notifications.events import format_timestamp
 from notifications.publish import MESSAGE_TYPE, REVOKE_TYPE, user_group_name
@@ -76,48 +80,82 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         # one at a time, so ids never interleave.
         self._send_lock = asyncio.Lock()
         self.watch_target = 0
+        self.channel_name: str | None = None
+        self._inbox: list[dict] = []
+        self._layer_task: asyncio.Task | None = None
 
     async def __call__(self, scope, receive, send):
-        # Channels' own loop, except that a failing channel layer closes the socket with a
-        # retryable code (4012) instead of crashing it (1011), and the registry always forgets
-        # the socket, however it ends.
+        # Channels' own loop waits on the socket and on the channel layer with two tasks per
+        # consumer, made anew for every message. Here this task reads the socket, and only an
+        # authenticated socket has a channel: the pub/sub layer calls _layer_message for each
+        # message (no task while idle), other layers are read by one task. A failing layer
+        # closes sockets with a retryable code (4012) instead of crashing them (1011), and the
+        # registry always forgets the socket, however it ends.
         self.scope = scope
         self.channel_layer = get_channel_layer()
         self.base_send = send
         try:
-            # The pub/sub layer subscribes here: with Redis away this fails before accept.
-            self.channel_name = await self.channel_layer.new_channel()
-        except Exception:
-            logger.warning("channel layer unavailable for a new socket", exc_info=True)
-            await receive()  # websocket.connect
-            await send({"type": "websocket.accept"})
-            await send({"type": "websocket.close", "code": CloseCode.SERVER_ERROR})
-            return
-        try:
-            await await_many_dispatch([receive, self._receive_from_layer], self.dispatch)
+            while True:
+                await self.dispatch(await receive())
         except StopConsumer:
             pass
         finally:
             self._cancel_timer()
+            self._leave_layer()
             registry.remove(self)
             telemetry.socket_closed(self)
 
-    async def _receive_from_layer(self):
-        if self._layer_lost or self.closing:
-            await asyncio.Event().wait()  # nothing more from the layer; cancelled at exit
+    async def _join_layer(self) -> None:
+        layer = self.channel_layer
+        local = hasattr(layer, "new_local_channel")
+        if local:
+            self.channel_name = layer.new_local_channel(self._layer_message)
+        else:
+            self.channel_name = await layer.new_channel()
+        await layer.group_add(self.group, self.channel_name)
+        if not local:
+            self._layer_task = asyncio.get_running_loop().create_task(self._read_layer())
+
+    def _leave_layer(self) -> None:
+        if self._layer_task is not None:
+            self._layer_task.cancel()
+        if self.channel_name is not None and hasattr(self.channel_layer, "discard_local_channel"):
+            self.channel_layer.discard_local_channel(self.channel_name)
+
+    def _layer_message(self, message: dict) -> None:
+        # Called by the layer for each message of this socket's channel: one task forwards a
+        # burst, in arrival order.
+        if self.closing:
+            return
+        self._inbox.append(message)
+        if self._layer_task is None:
+            self._layer_task = asyncio.get_running_loop().create_task(self._forward_inbox())
+
+    async def _forward_inbox(self) -> None:
         try:
-            return await self.channel_layer.receive(self.channel_name)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.warning("channel layer receive failed (user %s)", self.user_id, exc_info=True)
-            self._layer_lost = True
-            return _LAYER_LOST
+            while self._inbox:
+                await self.dispatch(self._inbox.pop(0))
+        finally:
+            self._layer_task = None
+
+    async def _read_layer(self) -> None:
+        while not self.closing:
+            try:
+                message = await self.channel_layer.receive(self.channel_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("channel layer receive failed (user %s)", self.user_id, exc_info=1)
+                self._layer_lost = True
+                await self.dispatch(_LAYER_LOST)
+                return
+            await self.dispatch(message)
 
     async def dispatch(self, message):
         # Channels' own dispatch also awaits aclose_old_connections() before every message (a
         # thread hop); every database call here goes through database_sync_to_async, which
-        # closes stale connections in the thread that uses them.
+        # closes stale connections in the thread that uses them. Socket and layer messages
+        # run in different tasks: state shared by sends is guarded by _send_lock.
         if message is _LAYER_LOST:
             # A layer that failed may have lost every group (a Redis restart keeps nothing):
             # no socket of this process can trust its membership, so all of them resume.
@@ -169,7 +207,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         telemetry.socket_closing(self, message.get("code"))
         self._cancel_timer()
         registry.remove(self)
-        if self.group is not None and not self._layer_lost:
+        if self.channel_name is not None and self.group is not None and not self._layer_lost:
             try:
                 await self.channel_layer.group_discard(self.group, self.channel_name)
             except Exception:
@@ -187,44 +225,51 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             await self.close_with(CloseCode.NO_TOKEN)
             return
         try:
-            auth = await database_sync_to_async(authenticate_access_token)(token)
+            validated, claimed_user_id = validate_access_token(token)
         except TokenRejected as exc:
             telemetry.auth_failed(exc.reason)
             await self.close_with(CloseCode.INVALID_TOKEN)
             return
-        if self.closing:
-            return
-        self._cancel_timer()
-        self.user_id = auth.user.id
-        if not registry.authenticate(self):
-            logger.info("websocket refused: user %s has too many connections", self.user_id)
-            await self.close_with(CloseCode.POLICY)
-            return
-        telemetry.socket_authenticated(self)
-        self.group = user_group_name(self.user_id)
-        # Join before reading the store: an event committed after this line reaches us live,
-        # one committed before it is in the store; together they leave no gap.
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        resume = await database_sync_to_async(selectors.event_resume_point_for_user)(
-            user_id=self.user_id, last_event_id=last_event_id
-        )
-        await self.send_json(
-            {
-                "type": "connected",
-                "user_id": str(self.user_id),
-                "last_event_id": resume.latest_id,
-                "recovered": resume.recovered,
-                "expires_at": format_timestamp(auth.expires_at),
-            }
-        )
-        self._set_expiry(auth.expires_at)
-        if last_event_id is not None and resume.recovered:
-            self.last_sent = last_event_id
-            async with self._send_lock:
+        self.group = user_group_name(claimed_user_id)
+        # Held until the replay is sent: live events wait behind "connected" and the replay.
+        async with self._send_lock:
+            # Join before reading the store: an event committed after this line reaches us
+            # live, one committed before it is in the store; together they leave no gap. The
+            # user is checked in the same database visit as the store (one thread hop).
+            await self._join_layer()
+            try:
+                auth, resume = await database_sync_to_async(_verify_user_and_resume)(
+                    validated, last_event_id
+                )
+            except TokenRejected as exc:
+                telemetry.auth_failed(exc.reason)
+                await self.close_with(CloseCode.INVALID_TOKEN)
+                return
+            if self.closing:
+                return
+            self._cancel_timer()
+            self.user_id = auth.user.id
+            if not registry.authenticate(self):
+                logger.info("websocket refused: user %s has too many connections", self.user_id)
+                await self.close_with(CloseCode.POLICY)
+                return
+            telemetry.socket_authenticated(self)
+            await self.send_json(
+                {
+                    "type": "connected",
+                    "user_id": str(self.user_id),
+                    "last_event_id": resume.latest_id,
+                    "recovered": resume.recovered,
+                    "expires_at": format_timestamp(auth.expires_at),
+                }
+            )
+            self._set_expiry(auth.expires_at)
+            if last_event_id is not None and resume.recovered:
+                self.last_sent = last_event_id
                 await self._send_from_store(up_to=None)
-            telemetry.replayed(self.last_sent - last_event_id)
-        else:
-            self.last_sent = resume.latest_id
+                telemetry.replayed(self.last_sent - last_event_id)
+            else:
+                self.last_sent = resume.latest_id
 
     @staticmethod
     def _parse_first_frame(text: str | None) -> tuple[str, int | None]:
@@ -415,3 +460,13 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=code)
         except Exception:
             logger.debug("close after the socket went away", exc_info=True)
+
+
+def _verify_user_and_resume(validated, last_event_id: int | None):
+    """The token's user (TokenRejected when revoked, inactive or unknown) and where its
+    stream resumes, in one visit to the database."""
+    auth = authenticate_validated_token(validated)
+    resume = selectors.event_resume_point_for_user(
+        user_id=auth.user.id, last_event_id=last_event_id
+    )
+    return auth, resume

@@ -1,13 +1,19 @@
-"""Channel layers configured for redis-py 8.
+"""The channel layers: channels-redis's two, adapted to this service.
 
-redis-py 8's async pool raises MaxConnectionsError once 100 connections are out; during a
-reconnect rush or a mass disconnect that failed group_add/group_discard calls and left stale
-group members for a day. These layers wait for a free connection instead (BlockingConnectionPool,
-bounded by the host's `max_connections` and `timeout`).
+The core layer waits for a free Redis connection: redis-py 8's async pool raises
+MaxConnectionsError once 100 connections are out, and during a reconnect rush or a mass
+disconnect that failed group_add/group_discard calls and left stale group members for a day
+(BlockingConnectionPool, bounded by the host's `max_connections` and `timeout`). The pub/sub
+layer keeps each socket's channel in the process: only groups go through Redis.
 """
 
+import asyncio
+import uuid
+from collections.abc import Callable
+
+from channels_redis import pubsub
 from channels_redis.core import RedisChannelLayer as CoreRedisChannelLayer
-from channels_redis.utils import create_pool
+from channels_redis.utils import _wrap_close, create_pool
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -31,3 +37,71 @@ class RedisChannelLayer(CoreRedisChannelLayer):
 
     def create_pool(self, index):
         return blocking_pool(self.hosts[index])
+
+
+class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
+    """channels-redis's pub/sub layer, with process-local consumer channels.
+
+    The stock layer subscribes every consumer's own channel in Redis (a SUBSCRIBE per socket,
+    and an asyncio.Queue plus a waiting task per socket) although this service only ever sends
+    to groups. Here a socket's channel lives in this process: `new_local_channel(deliver)`
+    registers a callback, only the group's Redis channel is subscribed (once per process), and
+    each group message is decoded once and handed to every local member. Channels made with
+    `new_channel()` behave as in channels-redis.
+    """
+
+    def _get_layer(self):
+        loop = asyncio.get_running_loop()
+        layer = self._layers.get(loop)
+        if layer is None:
+            layer = self._layers[loop] = _LocalChannelsLoopLayer(
+                *self._args, **self._kwargs, channel_layer=self
+            )
+            _wrap_close(self, loop)
+        return layer
+
+    def new_local_channel(self, deliver: Callable[[dict], None]) -> str:
+        """A channel of this process whose messages are passed to `deliver` (which must not
+        modify them: group members share one decoded message)."""
+        return self._get_layer().new_local_channel(deliver)
+
+    def discard_local_channel(self, channel: str) -> None:
+        self._get_layer().channels.pop(channel, None)
+
+
+class _LocalChannelsLoopLayer(pubsub.RedisPubSubLoopLayer):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._shards = [_LocalDeliveryShard(shard.host, self) for shard in self._shards]
+
+    def new_local_channel(self, deliver: Callable[[dict], None]) -> str:
+        channel = f"{self.prefix}local.{uuid.uuid4().hex}"
+        self.channels[channel] = deliver
+        return channel
+
+    async def send(self, channel, message):
+        deliver = self.channels.get(channel)
+        if callable(deliver):  # a local channel: nothing to publish
+            deliver(message)
+            return
+        await super().send(channel, message)
+
+
+class _LocalDeliveryShard(pubsub.RedisSingleShardConnection):
+    def _receive_message(self, message):
+        if message is None:
+            return
+        name = message["channel"]
+        if isinstance(name, bytes):
+            name = name.decode()
+        layer = self.channel_layer
+        members = layer.groups.get(name) if name not in layer.channels else (name,)
+        decoded = None
+        for channel in tuple(members or ()):
+            sink = layer.channels.get(channel)
+            if isinstance(sink, asyncio.Queue):
+                sink.put_nowait(message["data"])
+            elif sink is not None:
+                if decoded is None:
+                    decoded = layer.channel_layer.deserialize(message["data"])
+                sink(decoded)

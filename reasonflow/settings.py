@@ -195,7 +195,7 @@ def redis_layer_host() -> dict:
 if (REDIS_URL or REDIS_SENTINELS) and CHANNEL_LAYER == "pubsub":
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "notifications.layers.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [redis_layer_host()]},
         }
     }

@@ -44,7 +44,7 @@ def pubsub_layer_config(url: str) -> dict:
     host = {"address": url, "socket_timeout": 15, "socket_connect_timeout": 3}
     return {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "notifications.layers.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [host], "prefix": f"test-{uuid.uuid4().hex[:12]}"},
         }
     }
