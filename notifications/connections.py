@@ -13,8 +13,9 @@ import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from channels.db import database_sync_to_async
 from django.conf import settings
+
+from notifications.db import read_from_database
 
 if TYPE_CHECKING:
     from notifications.consumers import NotificationConsumer
@@ -105,7 +106,7 @@ class ConnectionRegistry:
                 user_ids = list(self.by_user)
                 latest: dict = {}
                 for start in range(0, len(user_ids), 1000):
-                    latest |= await database_sync_to_async(event_latest_ids_for_users)(
+                    latest |= await read_from_database(event_latest_ids_for_users)(
                         user_ids=user_ids[start : start + 1000]
                     )
                 behind = []

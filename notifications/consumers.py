@@ -10,7 +10,6 @@ import logging
 import time
 from datetime import datetime
 
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -25,6 +24,7 @@ from notifications.auth import (
     validate_access_token,
 )
 from notifications.connections import registry
+from notifications.db import read_from_database
 from notifications.events import format_timestamp
 from notifications.publish import MESSAGE_TYPE, REVOKE_TYPE, user_group_name
 
@@ -153,7 +153,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
 
     async def dispatch(self, message):
         # Channels' own dispatch also awaits aclose_old_connections() before every message (a
-        # thread hop); every database call here goes through database_sync_to_async, which
+        # thread hop); every database read here goes through read_from_database, which
         # closes stale connections in the thread that uses them. Socket and layer messages
         # run in different tasks: state shared by sends is guarded by _send_lock.
         if message is _LAYER_LOST:
@@ -238,7 +238,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             # user is checked in the same database visit as the store (one thread hop).
             await self._join_layer()
             try:
-                auth, resume = await database_sync_to_async(_verify_user_and_resume)(
+                auth, resume = await read_from_database(_verify_user_and_resume)(
                     validated, last_event_id
                 )
             except TokenRejected as exc:
@@ -328,7 +328,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             await self.close_with(CloseCode.INVALID_TOKEN)
             return
         try:
-            auth = await database_sync_to_async(authenticate_access_token)(token)
+            auth = await read_from_database(authenticate_access_token)(token)
         except TokenRejected as exc:
             telemetry.auth_failed(f"refresh {exc.reason}")
             await self.close_with(CloseCode.INVALID_TOKEN)
@@ -379,7 +379,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     async def _send_from_store(self, *, up_to: int | None) -> None:
         batch = settings.NOTIFICATIONS_REPLAY_BATCH
         while not self.closing:
-            events = await database_sync_to_async(selectors.event_list_for_user)(
+            events = await read_from_database(selectors.event_list_for_user)(
                 user_id=self.user_id, after=self.last_sent, limit=batch, up_to=up_to
             )
             for event in events:

@@ -8,7 +8,7 @@ layer keeps each socket's channel in the process: only groups go through Redis.
 """
 
 import asyncio
-import uuid
+import itertools
 from collections.abc import Callable
 
 from channels_redis import pubsub
@@ -73,9 +73,11 @@ class _LocalChannelsLoopLayer(pubsub.RedisPubSubLoopLayer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._shards = [_LocalDeliveryShard(shard.host, self) for shard in self._shards]
+        self._local_ids = itertools.count(1)
 
     def new_local_channel(self, deliver: Callable[[dict], None]) -> str:
-        channel = f"{self.prefix}local.{uuid.uuid4().hex}"
+        # Unique within this process is enough for a channel nobody outside it addresses.
+        channel = f"{self.prefix}local.{next(self._local_ids)}"
         self.channels[channel] = deliver
         return channel
 

@@ -93,6 +93,39 @@ async def test_an_unrelated_save_of_the_user_keeps_their_sockets(user):
 
 
 @pytest.mark.usefixtures("memory_layer")
+async def test_a_connection_the_database_dropped_is_replaced_without_failing_a_socket(user):
+    # The connect path skips Django's per-call health check and retries a read on a broken
+    # connection instead: a database restart must not cost anyone a 4000.
+    if connection.vendor != "postgresql":
+        pytest.skip("terminates server connections: PostgreSQL only")
+    token = access_token_for(user)
+
+    def database_clock():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT clock_timestamp()")
+            return cursor.fetchone()[0]
+
+    def terminate_connections_opened_since(started):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                "datname = current_database() AND pid <> pg_backend_pid() AND backend_start > %s",
+                [started],
+            )
+            return cursor.fetchone()[0]
+
+    started = await sync_to_async(database_clock)()
+    for _ in range(3):
+        comm, _ = await connect(token)  # leaves persistent connections in the pool threads
+        await comm.disconnect()
+    assert await sync_to_async(terminate_connections_opened_since)(started) >= 1
+    for _ in range(6):
+        comm, connected = await connect(token)
+        assert connected["type"] == "connected"
+        await comm.disconnect()
+
+
+@pytest.mark.usefixtures("memory_layer")
 async def test_a_database_outage_during_authentication_closes_4000_not_4002(user):
     token = access_token_for(user)
 
