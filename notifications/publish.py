@@ -34,6 +34,7 @@ REVOKE_TYPE = "notification.revoke"
 # Sends waiting for a slow or unreachable channel layer, per event loop; past this the oldest
 # are dropped (the events are stored, so sockets gap-fill or replay them).
 MAX_QUEUED_SENDS = 10_000
+SEND_BATCH = 256  # sends per pipelined round trip
 
 
 def user_group_name(user_id: uuid.UUID | str) -> str:
@@ -197,19 +198,27 @@ class _LoopSender:
 
     async def _run(self) -> None:
         layer = get_channel_layer()
+        # The pub/sub layer pipelines a backlog: one round trip for many sends.
+        send_many = getattr(layer, "group_send_many", None)
         while self.queue:
-            group, message = self.queue.popleft()
+            if send_many is None:
+                batch = [self.queue.popleft()]
+                send = layer.group_send(*batch[0])
+            else:
+                batch = [self.queue.popleft() for _ in range(min(len(self.queue), SEND_BATCH))]
+                send = send_many(batch)
             try:
-                await layer.group_send(group, message)
+                await send
             except Exception:
-                telemetry.channel_layer_send_failed()
-                # The event is stored: sockets will gap-fill or replay it.
-                logger.warning(
-                    "channel layer send failed for event %s of %s; kept for replay",
-                    message.get("event_id"),
-                    message.get("user_id"),
-                    exc_info=True,
-                )
+                # The events are stored: sockets will gap-fill or replay them.
+                for _, message in batch:
+                    telemetry.channel_layer_send_failed()
+                    logger.warning(
+                        "channel layer send failed for event %s of %s; kept for replay",
+                        message.get("event_id"),
+                        message.get("user_id"),
+                        exc_info=True,
+                    )
         self.idle.set()
 
     async def drain(self) -> None:
