@@ -2,6 +2,7 @@
 4012 (the contract's "restarting, resume") on SIGTERM instead of dropping them."""
 
 import asyncio
+import gc
 import logging
 
 import uvicorn
@@ -13,6 +14,7 @@ from notifications.presence import tracker as presence
 logger = logging.getLogger(__name__)
 
 RESTARTING = 4012
+GC_THRESHOLDS = (20_000, 20, 100)  # CPython's defaults: (700, 10, 10)
 
 
 class NotifyServer(uvicorn.Server):
@@ -63,4 +65,11 @@ def server_config(*, host: str, port: int, **overrides) -> uvicorn.Config:
 
 def serve(*, host: str, port: int, **overrides) -> None:
     """Run the server until SIGINT/SIGTERM."""
-    NotifyServer(server_config(host=host, port=port, **overrides)).run()
+    config = server_config(host=host, port=port, **overrides)
+    config.load()  # import the application now, so that its objects are frozen below
+    # A full collection walked every object of Django and the app while sockets waited: the
+    # slowest of 50 fan-outs to 500 sockets took 122-138 ms, 41-58 ms with the start-up
+    # objects frozen (never collected) and young collections made rarer (README, Performance).
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    NotifyServer(config).run()
