@@ -74,6 +74,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         self.expires_at: datetime | None = None
         self.closing = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_task: asyncio.Future | None = None
         self._layer_lost = False
         self._allowance = float(settings.NOTIFICATIONS_RATE_BURST)
         self._allowance_at = time.monotonic()
@@ -81,6 +82,8 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         # one at a time, so ids never interleave.
         self._send_lock = asyncio.Lock()
         self.watch_target = 0
+        self.opened_at: float | None = None  # telemetry: accepted at (monotonic), close code
+        self.close_code: int | None = None
         self.channel_name: str | None = None
         self._inbox: list[dict] = []
         self._layer_task: asyncio.Task | None = None
@@ -416,9 +419,12 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     def _schedule(self, delay: float, callback) -> None:
         # A timer handle, not a task per socket: sockets idle for hours cost no coroutine.
         self._cancel_timer()
-        self._timer = asyncio.get_running_loop().call_later(
-            max(0.0, delay), lambda: asyncio.ensure_future(callback())
-        )
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._fire, callback)
+
+    def _fire(self, callback) -> None:
+        self._timer = None
+        # Referenced until it ends: the loop itself keeps only a weak reference to a task.
+        self._timer_task = asyncio.ensure_future(callback())
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -6,7 +6,6 @@ Everything here runs on the hot path: counters and dict lookups only, no I/O.
 
 import logging
 import time
-import weakref
 
 from notifications import metrics
 from notifications.connections import registry
@@ -14,12 +13,11 @@ from notifications.presence import tracker
 
 access_log = logging.getLogger("notifications.access")
 
-# consumer -> [monotonic accept time, close code]; weak so a leaked consumer leaks nothing here.
-_sockets: "weakref.WeakKeyDictionary[object, list]" = weakref.WeakKeyDictionary()
+# Kept on the consumer (opened_at, close_code): a map here cost memory for every open socket.
 
 
 def socket_accepted(consumer) -> None:
-    _sockets[consumer] = [time.monotonic(), None]
+    consumer.opened_at = time.monotonic()
     metrics.CONNECTIONS_ACCEPTED.inc()
     metrics.OPEN_CONNECTIONS.inc()
 
@@ -36,17 +34,16 @@ def socket_authenticated(consumer) -> None:
 
 def socket_closing(consumer, code: int | None) -> None:
     """Record the close code: the first one seen (ours in close_with, else the client's)."""
-    state = _sockets.get(consumer)
-    if state is not None and state[1] is None:
-        state[1] = code
+    if consumer.opened_at is not None and consumer.close_code is None:
+        consumer.close_code = code
 
 
 def socket_closed(consumer) -> None:
     """The socket is gone (called once, however it ended); sockets never accepted are ignored."""
-    state = _sockets.pop(consumer, None)
-    if state is None:
+    opened_at, code = consumer.opened_at, consumer.close_code
+    if opened_at is None:
         return
-    opened_at, code = state
+    consumer.opened_at = None
     code = 1006 if code is None else code  # no close frame seen: abnormal closure
     duration = round(time.monotonic() - opened_at, 3)
     metrics.OPEN_CONNECTIONS.dec()
