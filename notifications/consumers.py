@@ -105,9 +105,9 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             pass
         finally:
             self._cancel_timer()
-            self._leave_layer()
             registry.remove(self)
             telemetry.socket_closed(self)
+            await self._leave_layer()
 
     async def _join_layer(self) -> None:
         layer = self.channel_layer
@@ -120,11 +120,13 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         if not local:
             self._layer_task = asyncio.get_running_loop().create_task(self._read_layer())
 
-    def _leave_layer(self) -> None:
-        if self._layer_task is not None:
-            self._layer_task.cancel()
+    async def _leave_layer(self) -> None:
         if self.channel_name is not None and hasattr(self.channel_layer, "discard_local_channel"):
             self.channel_layer.discard_local_channel(self.channel_name)
+        task = self._layer_task
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])  # let it finish cancelling; its outcome is not ours
 
     def _layer_message(self, message: dict) -> None:
         # Called by the layer for each message of this socket's channel: one task forwards a
@@ -353,9 +355,11 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     # --- channel-layer messages -----------------------------------------------------------
 
     async def notification_event(self, message):
-        if self.closing or message.get("user_id") != self._user_key:
-            return
+        # Under the lock before anything else: an event that arrives while the socket
+        # authenticates waits for "connected" and the replay, then counts as this user's.
         async with self._send_lock:
+            if self.closing or message.get("user_id") != self._user_key:
+                return
             await self._forward(message)
 
     async def _forward(self, message) -> None:
@@ -377,6 +381,11 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
                 await self._send_from_store(up_to=None)
 
     async def notification_revoke(self, message):
+        # The socket joins its group before its user is read: a revocation that arrives in
+        # between waits for authentication to finish (it holds the lock) instead of being
+        # mistaken for another user's.
+        async with self._send_lock:
+            pass
         if message.get("user_id") == self._user_key:
             logger.info("websocket closed: tokens of user %s revoked", self.user_id)
             await self.close_with(CloseCode.INVALID_TOKEN)

@@ -383,6 +383,22 @@ async def test_resume_during_concurrent_publishing_has_no_gap_and_no_duplicate(u
     await comm.disconnect()
 
 
+async def test_an_event_published_while_a_socket_authenticates_arrives_at_once(user, settings):
+    # The socket joins its group before it reads its user and the store: an event that
+    # arrives in between must wait for "connected", not be dropped until the next event or
+    # the delivery watch (kept out of the way here).
+    settings.NOTIFICATIONS_CATCHUP_INTERVAL = 60
+    for attempt in range(25):
+        connecting = asyncio.create_task(connect(access_token_for(user)))
+        await asyncio.sleep(0.001 * (attempt % 5))
+        published = (await publish(user)).sequence
+        comm, connected = await connecting
+        missing = published - connected["last_event_id"]
+        received = [e["id"] for e in await receive_events(comm, missing, timeout=1)]
+        assert received == list(range(connected["last_event_id"] + 1, published + 1))
+        await comm.disconnect()
+
+
 async def test_resume_after_pruning_reports_not_recovered(user):
     for _ in range(4):
         await publish(user)
