@@ -7,6 +7,8 @@ import logging
 
 import uvicorn
 from django.conf import settings
+from django.core.signals import request_finished
+from django.db import connections
 
 from notifications.connections import registry
 from notifications.presence import tracker as presence
@@ -72,4 +74,16 @@ def serve(*, host: str, port: int, **overrides) -> None:
     # objects frozen (never collected) and young collections made rarer (README, Performance).
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    request_finished.connect(close_request_connections)
     NotifyServer(config).run()
+
+
+def close_request_connections(**kwargs) -> None:
+    """Close the database connections of the thread that served a request.
+
+    Under ASGI, Django runs each request's sync code in a thread of its own that ends with the
+    request: a persistent connection there was closed only when the garbage collector found
+    it, and with rarer collections PostgreSQL ran out of connections under REST load.
+    """
+    for connection in connections.all(initialized_only=True):
+        connection.close()
