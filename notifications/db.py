@@ -2,10 +2,11 @@
 
 Channels' database_sync_to_async runs every call in one shared thread and closes stale
 connections around it, which with CONN_HEALTH_CHECKS costs a `SELECT 1` round trip per call:
-on the connect path that thread, not the CPU, capped sockets per second. A read can simply be
-retried instead: `read_from_database(f)` runs `f` in a pool thread (each with its own
-connection) without the ping, and when the connection turns out broken (a database restart)
-closes it and runs `f` once more on a fresh one. Only for functions that write nothing.
+on the connect path every socket's reads queued behind that thread and paid for the ping. A
+read can simply be retried instead: `read_from_database(f)` runs `f` in a pool thread (each
+with its own connection) without the ping, and when the connection turns out broken (a
+database restart) closes it and runs `f` once more on a fresh one. Only for functions that
+write nothing.
 """
 
 from channels.db import DatabaseSyncToAsync
