@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report
-from bench.infra import LOAD_CPU, ROOT, cpu_count, pin, raise_fd_limit
+from bench.infra import LOAD_CPU, ROOT, collect_garbage_now_only, cpu_count, pin, raise_fd_limit
 from bench.scenarios import SCENARIOS, Bench, Options, run_scenario
 
 
@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
         progress("one CPU only: the server and the load share it (figures are not comparable)")
     pin(LOAD_CPU)
     raise_fd_limit()
+    collect_garbage_now_only()
     signal.signal(signal.SIGTERM, _terminate)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     began = time.perf_counter()

@@ -3,6 +3,7 @@ processes under test (ours, the stock Channels consumer, the bare-websockets flo
 and the /proc and INFO readings of their CPU and memory."""
 
 import contextlib
+import gc
 import os
 import resource
 import signal
@@ -30,6 +31,17 @@ LOAD_CPU = 1
 
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0))
+
+
+def collect_garbage_now_only() -> None:
+    """Collect now and not again until the next call.
+
+    A load process paused by a full collection (50-260 ms seen with Django loaded) delays the
+    receipt or the commit it was in the middle of, and that pause shows up as server latency
+    the server never caused. The load generator and the publishers call this between steps.
+    """
+    gc.collect()
+    gc.disable()
 
 
 def pin(cpu: int | None) -> None:

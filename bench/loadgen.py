@@ -16,6 +16,8 @@ from websockets.frames import Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
+from bench.infra import collect_garbage_now_only
+
 ID_PREFIX = b'{"id":'
 
 
@@ -223,3 +225,4 @@ async def wait_for_deliveries(sockets: list[BenchSocket], expected: int, within:
 def reset(sockets: list[BenchSocket]) -> None:
     for sock in sockets:
         sock.received = []
+    collect_garbage_now_only()

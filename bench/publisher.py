@@ -32,7 +32,7 @@ import redis  # noqa: E402
 from django.db import transaction  # noqa: E402
 
 from bench.floor import FLOOR_CHANNEL  # noqa: E402
-from bench.infra import LOAD_CPU, pin, raise_fd_limit  # noqa: E402
+from bench.infra import LOAD_CPU, collect_garbage_now_only, pin, raise_fd_limit  # noqa: E402
 from notifications.events import format_timestamp, sample_data  # noqa: E402
 from notifications.publish import flush_deliveries, publish_event  # noqa: E402
 
@@ -103,6 +103,7 @@ def main() -> None:
         command = json.loads(line)
         if command["op"] != "run":
             continue
+        collect_garbage_now_only()
         cpu = time.process_time()
         records, elapsed = publisher.run(
             users=command["users"],
