@@ -62,8 +62,25 @@ def authenticate_validated_token(validated: Token) -> AuthenticatedToken:
         user = _authentication.get_user(validated)
     except (InvalidToken, TokenError, AuthenticationFailed) as exc:
         raise TokenRejected(_reason(exc)) from None
-    expires_at = datetime.fromtimestamp(validated["exp"], tz=UTC)
-    return AuthenticatedToken(user=user, expires_at=expires_at)
+    return _authenticated(validated, user)
+
+
+def authenticate_loaded_user(validated: Token, user: User | None) -> AuthenticatedToken:
+    """authenticate_validated_token() for a caller that has read the token's user itself
+    (None: no such user): the same checks, no query."""
+    if user is None:
+        raise TokenRejected("user_not_found")
+    try:
+        _authentication.check_user(validated, user)
+    except AuthenticationFailed as exc:
+        raise TokenRejected(_reason(exc)) from None
+    return _authenticated(validated, user)
+
+
+def _authenticated(validated: Token, user: User) -> AuthenticatedToken:
+    return AuthenticatedToken(
+        user=user, expires_at=datetime.fromtimestamp(validated["exp"], tz=UTC)
+    )
 
 
 def authenticate_access_token(raw_token: str) -> AuthenticatedToken:
