@@ -45,9 +45,17 @@ def collect_garbage_now_only() -> None:
 
 
 def pin(cpu: int | None) -> None:
-    """Pin the calling process to one CPU (no-op on a single-CPU machine or with None)."""
-    if cpu is not None and cpu_count() > 1 and cpu < os.cpu_count():
-        os.sched_setaffinity(0, {cpu})
+    """Pin the calling process to one CPU; with None, let it run on any.
+
+    Always sets the affinity: a child inherits its parent's, and a server started by the
+    pinned load generator once ran on the load generator's core instead of its own.
+    No-op on a single-CPU machine.
+    """
+    machine = os.cpu_count() or 1
+    if machine < 2:
+        return
+    with contextlib.suppress(OSError):  # a CPU this container may not use: stay put
+        os.sched_setaffinity(0, {cpu} if cpu is not None and cpu < machine else range(machine))
 
 
 def raise_fd_limit() -> int:
