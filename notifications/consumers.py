@@ -24,7 +24,7 @@ from notifications.auth import (
     validate_access_token,
 )
 from notifications.connections import registry
-from notifications.db import read_from_database
+from notifications.db import BatchedRead, read_from_database
 from notifications.events import format_timestamp
 from notifications.publish import MESSAGE_TYPE, REVOKE_TYPE, user_group_name
 
@@ -49,6 +49,14 @@ class _FirstFrameError(Exception):
 # Stands in for a channel-layer message when the layer itself fails; compared by identity, so
 # nothing sent through the layer can impersonate it.
 _LAYER_LOST = {"type": "layer.lost"}
+
+
+def _read_connecting_users(requests):
+    return selectors.connecting_users_with_resume_points(requests=requests)
+
+
+# Every connecting socket's database visit; a reconnect rush is served a batch per query.
+_connecting_user = BatchedRead(_read_connecting_users)
 
 
 class NotificationConsumer(AsyncJsonWebsocketConsumer):
@@ -288,12 +296,11 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         async with self._send_lock:
             # Join before reading the store: an event committed after this line reaches us
             # live, one committed before it is in the store; together they leave no gap. The
-            # user is checked in the same database visit as the store (one thread hop).
+            # user is checked in the same database visit as the store.
             await self._join_layer()
+            user, resume = await _connecting_user((claimed_user_id, last_event_id))
             try:
-                auth, resume = await read_from_database(_verify_user_and_resume)(
-                    validated, claimed_user_id, last_event_id
-                )
+                auth = authenticate_loaded_user(validated, user)
             except TokenRejected as exc:
                 telemetry.auth_failed(exc.reason)
                 await self.close_with(CloseCode.INVALID_TOKEN)
@@ -576,14 +583,3 @@ class _Resumed:
                     pending = coroutine.send(value)
                 except StopIteration as done:
                     return done.value
-
-
-def _verify_user_and_resume(validated, user_id, last_event_id: int | None):
-    """The token's user (TokenRejected when revoked, inactive or unknown) and where its
-    stream resumes, in one query (two when resuming from an older id)."""
-    user, latest_id = selectors.user_with_latest_event_id(user_id=user_id)
-    auth = authenticate_loaded_user(validated, user)
-    resume = selectors.event_resume_point_for_user(
-        user_id=user_id, last_event_id=last_event_id, latest_id=latest_id
-    )
-    return auth, resume

@@ -1,10 +1,13 @@
-"""Reads of the event store, always scoped to one user."""
+"""Reads of the event store, always scoped to the users asked for."""
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection
+from django.db.models import Q
 
 from notifications.models import Event, EventCounter
 
@@ -42,52 +45,87 @@ def event_list_for_user(
     return list(events.order_by("sequence")[:limit])
 
 
-def user_with_latest_event_id(*, user_id: uuid.UUID):
-    """The user (only the fields the token policy reads; None when there is none) and their
-    newest event id, in one query: the whole database visit of a connecting socket."""
-    user_model = get_user_model()
-    quote = connection.ops.quote_name
-    meta = user_model._meta
-    columns = ", ".join(f"u.{quote(meta.get_field(name).column)}" for name in _POLICY_FIELDS[1:])
-    sql = (
-        f"SELECT {columns}, c.last_event_id FROM {quote(meta.db_table)} u "  # noqa: S608
-        f"LEFT JOIN {quote(EventCounter._meta.db_table)} c "
-        f"ON c.{quote(EventCounter._meta.pk.column)} = u.{quote(meta.pk.column)} "
-        f"WHERE u.{quote(meta.pk.column)} = %s"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [meta.pk.get_db_prep_value(user_id, connection)])
-        row = cursor.fetchone()
-    if row is None:
-        return None, 0
-    *policy_values, latest = row
-    loaded = dict(zip(_POLICY_FIELDS, (user_id, *policy_values), strict=True))
-    loaded["is_active"] = bool(loaded["is_active"])  # SQLite returns 0/1
-    # from_db() takes the loaded values in the model's field order.
-    names = [field.attname for field in meta.concrete_fields if field.attname in loaded]
-    user = user_model.from_db(connection.alias, names, [loaded[name] for name in names])
-    return user, latest or 0
-
-
 @dataclass(frozen=True)
 class ResumePoint:
     latest_id: int
     recovered: bool
 
 
-def event_resume_point_for_user(
-    *, user_id: uuid.UUID, last_event_id: int | None, latest_id: int | None = None
-) -> ResumePoint:
-    """Whether every event after `last_event_id` is still kept, and the newest id (read here
-    unless the caller has just read it as `latest_id`).
+# What a connecting socket asks of the database: its token's user id and the last event id
+# the client says it has (None: a fresh start).
+ConnectRequest = tuple[uuid.UUID, int | None]
 
-    Not recovered when the next event was pruned, or when the client claims an id this store
-    never issued (a reset database): either way it must reload its state.
+
+def connecting_users_with_resume_points(
+    *, requests: Iterable[ConnectRequest]
+) -> dict[ConnectRequest, tuple[AbstractBaseUser | None, ResumePoint]]:
+    """For each connecting socket: its user (only the fields the token policy reads; None
+    when there is none) and where its stream resumes. One query for any number of sockets,
+    a second only when some resume from an older event id.
+
+    Resuming is recovered unless the next event was pruned, or the client claims an id this
+    store never issued (a reset database): either way it must reload its state.
     """
-    latest = event_latest_id_for_user(user_id=user_id) if latest_id is None else latest_id
-    if last_event_id is None or last_event_id == latest:
-        return ResumePoint(latest_id=latest, recovered=True)
-    if last_event_id > latest:
-        return ResumePoint(latest_id=latest, recovered=False)
-    next_kept = Event.objects.filter(user_id=user_id, sequence=last_event_id + 1).exists()
-    return ResumePoint(latest_id=latest, recovered=next_kept)
+    requests = set(requests)
+    users = _users_with_latest_event_ids(user_ids={user_id for user_id, _ in requests})
+    resuming = {
+        (user_id, last_event_id + 1)
+        for user_id, last_event_id in requests
+        if last_event_id is not None and last_event_id < users.get(user_id, (None, 0))[1]
+    }
+    kept = _kept_events(resuming)
+    found = {}
+    for user_id, last_event_id in requests:
+        user, latest = users.get(user_id, (None, 0))
+        if last_event_id is None or last_event_id == latest:
+            recovered = True
+        elif last_event_id > latest:
+            recovered = False
+        else:
+            recovered = (user_id, last_event_id + 1) in kept
+        found[(user_id, last_event_id)] = (user, ResumePoint(latest, recovered))
+    return found
+
+
+def _users_with_latest_event_ids(*, user_ids: set[uuid.UUID]) -> dict:
+    """{user id: (user with the policy fields, newest event id)} for the users that exist.
+
+    Raw SQL: it runs for every connecting socket, and building the ORM query cost more than
+    running it.
+    """
+    user_model = get_user_model()
+    quote = connection.ops.quote_name
+    meta = user_model._meta
+    columns = ", ".join(f"u.{quote(meta.get_field(name).column)}" for name in _POLICY_FIELDS)
+    placeholders = ", ".join(["%s"] * len(user_ids))
+    sql = (
+        f"SELECT {columns}, c.last_event_id FROM {quote(meta.db_table)} u "  # noqa: S608
+        f"LEFT JOIN {quote(EventCounter._meta.db_table)} c "
+        f"ON c.{quote(EventCounter._meta.pk.column)} = u.{quote(meta.pk.column)} "
+        f"WHERE u.{quote(meta.pk.column)} IN ({placeholders})"
+    )
+    params = [meta.pk.get_db_prep_value(user_id, connection) for user_id in user_ids]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    # from_db() takes the loaded values in the model's field order.
+    names = [field.attname for field in meta.concrete_fields if field.attname in _POLICY_FIELDS]
+    found = {}
+    for row in rows:
+        *policy_values, latest = row
+        loaded = dict(zip(_POLICY_FIELDS, policy_values, strict=True))
+        loaded["id"] = meta.pk.to_python(loaded["id"])  # SQLite returns the hex string
+        loaded["is_active"] = bool(loaded["is_active"])  # and 0/1
+        user = user_model.from_db(connection.alias, names, [loaded[name] for name in names])
+        found[user.pk] = (user, latest or 0)
+    return found
+
+
+def _kept_events(wanted: set[tuple[uuid.UUID, int]]) -> set[tuple[uuid.UUID, int]]:
+    """Which of these (user id, sequence) events are still kept."""
+    if not wanted:
+        return set()
+    match = Q()
+    for user_id, sequence in wanted:
+        match |= Q(user_id=user_id, sequence=sequence)
+    return set(Event.objects.filter(match).values_list("user_id", "sequence"))
