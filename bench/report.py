@@ -86,6 +86,7 @@ def machine() -> dict:
         pass
     return {
         "cpus": os.cpu_count(),
+        "load_cpus": sorted(os.sched_getaffinity(0)),  # the load generator's
         "cpu_model": cpu_model,
         "python": platform.python_version(),
         "kernel": platform.release(),

@@ -353,6 +353,7 @@ async def open_measured(target: Target, credentials: list[tuple[str, str]]) -> t
         "rss_per_socket_kib": round((after.rss - before.rss) / opened / 1024, 1)
         if opened
         else None,
+        "server_cpus": sorted(os.sched_getaffinity(target.server.pid)),
     }
 
 

@@ -8,7 +8,7 @@ import sys
 import psycopg
 import pytest
 
-from bench.infra import POSTGRES_ADMIN_URL, ROOT
+from bench.infra import LOAD_CPU, POSTGRES_ADMIN_URL, ROOT, SERVER_CPU
 
 pytestmark = [pytest.mark.live, pytest.mark.redis, pytest.mark.postgres]
 
@@ -104,3 +104,13 @@ def test_ratios_compare_ours_with_stock_and_floor(report):
             assert ratio["p99"] > 0 and ratio["rss_per_socket"] is not None
             # None when either side used less than one 10 ms /proc tick in a tiny run.
             assert ratio["cpu_per_event"] is None or ratio["cpu_per_event"] > 0
+
+
+def test_every_server_has_a_core_of_its_own(report):
+    # A child inherits its parent's affinity: once, every server ran on the load's core.
+    if report["machine"]["cpus"] < 2:
+        pytest.skip("one CPU: the server and the load share it")
+    assert report["machine"]["load_cpus"] == [LOAD_CPU]
+    for scenario in ("connections", "throughput", "fanout", "mixed"):
+        for result in report["scenarios"][scenario].values():
+            assert result["open"]["server_cpus"] == [SERVER_CPU]
