@@ -85,20 +85,20 @@ class BatchedRead:
                 keys = list(itertools.islice(self._waiting, self._limit))
                 batch = {key: self._waiting.pop(key) for key in keys}
                 try:
-                    try:
-                        values = await loop.run_in_executor(
-                            None, _read_with_one_retry, self._read_many, (keys,), {}
-                        )
-                    except Exception as exc:
-                        for waiters in batch.values():
-                            _settle(waiters, exception=exc)
-                        continue
-                    for key, waiters in batch.items():
-                        _settle(waiters, value=values[key])
-                except BaseException:
+                    values = await loop.run_in_executor(
+                        None, _read_with_one_retry, self._read_many, (keys,), {}
+                    )
+                    found = [(waiters, values[key]) for key, waiters in batch.items()]
+                except asyncio.CancelledError:
                     for waiters in batch.values():
                         _settle(waiters, cancelled=True)
                     raise
+                except Exception as exc:
+                    for waiters in batch.values():
+                        _settle(waiters, exception=exc)
+                    continue
+                for waiters, value in found:
+                    _settle(waiters, value=value)
         finally:
             if self._visiting is asyncio.current_task():
                 self._visiting = None

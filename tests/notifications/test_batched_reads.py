@@ -156,6 +156,14 @@ async def test_a_failed_visit_fails_its_readers_and_the_next_visit_reads_again(u
     assert (found.id, resume) == (user.id, ResumePoint(0, True))
 
 
+async def test_a_read_that_misses_a_key_fails_that_batch_not_the_next():
+    answers = iter([{"a": 1}, {"c": 3}])  # the first visit forgets "b"
+    batched = BatchedRead(lambda keys: next(answers))
+    outcomes = await asyncio.gather(batched("a"), batched("b"), return_exceptions=True)
+    assert [type(outcome) for outcome in outcomes] == [KeyError, KeyError]
+    assert await batched("c") == 3
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_a_reader_that_goes_away_does_not_disturb_the_others(make_user):
     users = [await sync_to_async(make_user)() for _ in range(3)]
