@@ -15,9 +15,13 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(VENV)/.runtime $@
 
-## Serve on embedded defaults (SQLite, in-memory layer) at 127.0.0.1:8000 with a demo user.
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+## Development server: DEBUG on, embedded defaults (SQLite, in-memory layer), the demo user, on
+## 127.0.0.1:8000 (`make run PORT=8001`). Production: README, "Production".
 run: $(VENV)/.runtime
-	$(PY) manage.py serve
+	DEBUG=true $(PY) manage.py serve --host $(HOST) --port $(PORT)
 
 ## Run background jobs from the database queue (production: TASKS_BACKEND=database everywhere).
 worker: $(VENV)/.runtime

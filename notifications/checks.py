@@ -39,21 +39,3 @@ def check_channel_layer(app_configs, **kwargs) -> list[Warning]:
                 )
             )
     return warnings
-
-
-@register(Tags.security)
-def check_secret_key(app_configs, **kwargs) -> list[Warning]:
-    """The development SECRET_KEY signs every session and, by default, every JWT.
-
-    Quiet with DEBUG on (the embedded quickstart), so every management command stays readable.
-    """
-    if settings.DEBUG or settings.SECRET_KEY != settings.DEV_SECRET_KEY:
-        return []
-    return [
-        Warning(
-            "SECRET_KEY is the development default from reasonflow/settings.py (DEBUG=False).",
-            hint="Set SECRET_KEY (and JWT_SIGNING_KEY) to long random values: anyone who "
-            "reads this repository can forge sessions and access tokens with the default.",
-            id="notifications.W003",
-        )
-    ]

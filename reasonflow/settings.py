@@ -11,9 +11,9 @@ from pathlib import Path
 
 import dj_database_url
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+from reasonflow.safety import signing_key
 
-DEV_SECRET_KEY = "dev-insecure-change-me-reasonflow-notify-0123456789abcdef"  # noqa: S105
+BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -35,9 +35,21 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-SECRET_KEY = os.environ.get("SECRET_KEY") or DEV_SECRET_KEY
 DEBUG = env_bool("DEBUG", True)
+# With DEBUG off a missing, short or committed key stops start-up (reasonflow/safety.py).
+SECRET_KEY = signing_key("SECRET_KEY", os.environ.get("SECRET_KEY"), debug=DEBUG)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+
+# HTTPS (README, Production): cookies are secure-only unless DEBUG is on; redirects and HSTS
+# are the TLS proxy's choice, so production turns them on explicitly. Probes answer over plain
+# HTTP on the process's own port.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 
 INSTALLED_APPS = [
     "daphne",
@@ -147,7 +159,9 @@ SIMPLE_JWT = {
     "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": False,
     "ALGORITHM": "HS256",
-    "SIGNING_KEY": os.environ.get("JWT_SIGNING_KEY") or SECRET_KEY,
+    "SIGNING_KEY": signing_key(
+        "JWT_SIGNING_KEY", os.environ.get("JWT_SIGNING_KEY"), debug=DEBUG, default=SECRET_KEY
+    ),
     "USER_ID_FIELD": "id",
     "USER_ID_CLAIM": "user_id",
     # A password change invalidates every token issued before it (simplejwt compares a hash).

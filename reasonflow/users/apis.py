@@ -3,6 +3,7 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,7 +13,9 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from reasonflow.users.models import User
 from reasonflow.users.services import (
+    DemoUserRefused,
     user_change_password,
+    user_demo_sign_in,
     user_issue_tokens,
     user_register,
     user_revoke_tokens,
@@ -97,4 +100,19 @@ class PasswordChangeApi(APIView):
             )
         except DjangoValidationError as exc:
             return Response({"new_password": exc.messages}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(tokens)
+
+
+class DemoSignInApi(APIView):
+    """Development only (DEBUG on): the demo user's tokens, for the console's one-click sign-in.
+    With DEBUG off the endpoint does not exist (404) and no demo user is created."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    def post(self, request):
+        try:
+            tokens = user_demo_sign_in()
+        except DemoUserRefused:
+            raise NotFound() from None
         return Response(tokens)

@@ -1,5 +1,6 @@
 """State changes of users: registration and token issuing."""
 
+from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
 
@@ -43,13 +44,26 @@ DEMO_EMAIL = "demo@reasonflow.local"
 DEMO_PASSWORD = "reasonflow-demo-2026"  # noqa: S105 - printed on purpose for local demos
 
 
+class DemoUserRefused(Exception):
+    """The demo user exists only with DEBUG on: its password is public."""
+
+
 def user_ensure_demo() -> User:
-    """The demo user of the embedded quickstart, created (or reset to its password) on demand."""
+    """The development superuser of the embedded quickstart, created (or reset to its known
+    password) on demand. Raises DemoUserRefused with DEBUG off, touching nothing."""
+    if not settings.DEBUG:
+        raise DemoUserRefused("the demo user is for development only (DEBUG is off)")
     user = User.objects.filter(email=DEMO_EMAIL).first()
     if user is None:
-        return User.objects.create_user(email=DEMO_EMAIL, password=DEMO_PASSWORD, is_staff=True)
-    if not user.check_password(DEMO_PASSWORD) or not user.is_active:
+        return User.objects.create_superuser(email=DEMO_EMAIL, password=DEMO_PASSWORD)
+    if not (user.check_password(DEMO_PASSWORD) and user.is_active and user.is_superuser):
         user.set_password(DEMO_PASSWORD)
-        user.is_active = True
-        user.save(update_fields=["password", "is_active"])
+        user.is_active = user.is_staff = user.is_superuser = True
+        user.save(update_fields=["password", "is_active", "is_staff", "is_superuser"])
     return user
+
+
+def user_demo_sign_in() -> dict[str, str]:
+    """A token pair for the demo user (the console's one-click login in development).
+    Raises DemoUserRefused with DEBUG off."""
+    return user_issue_tokens(user=user_ensure_demo())

@@ -3,7 +3,7 @@
 from django.urls import re_path
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from reasonflow.users.apis import LogoutApi, PasswordChangeApi, RegisterApi
+from reasonflow.users.apis import DemoSignInApi, LogoutApi, PasswordChangeApi, RegisterApi
 
 urlpatterns = [
     re_path(r"^register/?$", RegisterApi.as_view(), name="auth-register"),
@@ -11,4 +11,5 @@ urlpatterns = [
     re_path(r"^refresh/?$", TokenRefreshView.as_view(), name="auth-refresh"),
     re_path(r"^logout/?$", LogoutApi.as_view(), name="auth-logout"),
     re_path(r"^password/?$", PasswordChangeApi.as_view(), name="auth-password"),
+    re_path(r"^demo/?$", DemoSignInApi.as_view(), name="auth-demo"),
 ]

@@ -23,8 +23,11 @@ class LiveServer:
     nothing with the test database (talk to it over HTTP and WebSocket only).
     """
 
-    def __init__(self, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str] | None = None, port: int | None = None, *, demo: bool = False
+    ) -> None:
         self.port = port or free_port()
+        self.demo = demo  # serve as `make run` does: the demo user when DEBUG is on
         self.db_path = Path(tempfile.mkdtemp(prefix="reasonflow-live-")) / "db.sqlite3"
         self.env = {
             **os.environ,
@@ -44,7 +47,7 @@ class LiveServer:
         return f"ws://127.0.0.1:{self.port}/api/v1/notifications/ws"
 
     def start(self, timeout: float = 30) -> "LiveServer":
-        command = [sys.executable, "manage.py", "serve", "--no-demo"]
+        command = [sys.executable, "manage.py", "serve", *([] if self.demo else ["--no-demo"])]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
         self.env.setdefault("DJANGO_SETTINGS_MODULE", "reasonflow.settings")
         with open(self.log_path, "wb") as log:

@@ -1,5 +1,5 @@
-"""Run the service: migrate, ensure the demo user, print how to connect, then serve HTTP and
-WebSocket with uvicorn (notifications/server.py)."""
+"""Run the service: migrate, ensure the demo user (DEBUG only), print how to connect, then serve
+HTTP and WebSocket with uvicorn (notifications/server.py)."""
 
 from django.conf import settings
 from django.core.management import call_command
@@ -15,11 +15,15 @@ from reasonflow.users.services import (
 
 
 class Command(BaseCommand):
-    help = "Migrate, create the demo user, print a token and serve (uvicorn)."
+    help = (
+        "Migrate, then serve HTTP and WebSocket (uvicorn). With DEBUG on (the embedded "
+        "development default) also create the demo user and print a token for it; with DEBUG "
+        "off no demo user is ever created or touched."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--host", default="127.0.0.1", help="Address to listen on.")
+        parser.add_argument("--port", type=int, default=8000, help="Port to listen on.")
         parser.add_argument("--no-demo", action="store_true", help="Skip the demo user.")
         parser.add_argument(
             "--no-migrate",
@@ -30,19 +34,24 @@ class Command(BaseCommand):
     def handle(self, *args, host, port, no_demo, no_migrate, **options):
         if not no_migrate:
             call_command("migrate", interactive=False, verbosity=0)
-        ws_url = f"ws://{host}:{port}/api/v1/notifications/ws"
-        if not no_demo:
-            user = user_ensure_demo()
-            tokens = user_issue_tokens(user=user)
-            lifetime = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"]
-            self.stdout.write(
-                "\nReasonFlow Notify\n"
-                f"  demo user   {DEMO_EMAIL} / {DEMO_PASSWORD}  (staff; id {user.id})\n"
-                f"  WebSocket   {ws_url}\n"
-                f"  REST        http://{host}:{port}/api/v1/\n"
-                f"  admin       http://{host}:{port}/admin/\n\n"
-                f"Access token (valid {lifetime}); send it as the first frame:\n"
-                f'{{"token": "{tokens["access"]}"}}\n\n'
-            )
+        if settings.DEBUG and not no_demo:
+            self._print_demo_banner(host, port)
+        elif settings.DEBUG:
+            self.stdout.write(f"\nReasonFlow Notify (development mode) on http://{host}:{port}/\n")
         self.stdout.flush()
         serve(host=host, port=port)
+
+    def _print_demo_banner(self, host: str, port: int) -> None:
+        user = user_ensure_demo()
+        tokens = user_issue_tokens(user=user)
+        lifetime = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"]
+        self.stdout.write(
+            "\nReasonFlow Notify, development mode (DEBUG on: never expose this server)\n"
+            f"  demo user   {DEMO_EMAIL} / {DEMO_PASSWORD}  (superuser; id {user.id})\n"
+            f"  console     http://{host}:{port}/\n"
+            f"  WebSocket   ws://{host}:{port}/api/v1/notifications/ws\n"
+            f"  REST        http://{host}:{port}/api/v1/\n"
+            f"  admin       http://{host}:{port}/admin/\n\n"
+            f"Access token (valid {lifetime}); send it as the first frame:\n"
+            f'{{"token": "{tokens["access"]}"}}\n\n'
+        )
