@@ -153,8 +153,8 @@ SIMPLE_JWT = {
     # A password change invalidates every token issued before it (simplejwt compares a hash).
     "CHECK_REVOKE_TOKEN": True,
     "AUTH_HEADER_TYPES": ("Bearer",),
-    "TOKEN_OBTAIN_SERIALIZER": "reasonflow.users.tokens.LoginSerializer",
-    "TOKEN_REFRESH_SERIALIZER": "reasonflow.users.tokens.RefreshSerializer",
+    # Token classes that refuse claims of the wrong type (401 / 4002, never a 500).
+    "AUTH_TOKEN_CLASSES": ("reasonflow.users.tokens.AccessToken",),
 }
 
 # --- Channel layer --------------------------------------------------------------------------
