@@ -1,9 +1,14 @@
-"""Auth endpoints under /api/v1/auth/: register, login, refresh, logout, password change."""
+"""Auth endpoints under /api/v1/auth/: register, login, refresh, logout, password change.
+
+Each is throttled (reasonflow/users/throttles.py): over the rate it answers 429 with
+Retry-After before doing any work.
+"""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers, status
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -23,12 +28,21 @@ from reasonflow.users.services import (
     user_register,
     user_rotate_refresh_token,
 )
+from reasonflow.users.throttles import (
+    FailureThrottledMixin,
+    LoginAccountThrottle,
+    LoginAddressThrottle,
+    PasswordChangeThrottle,
+    RefreshThrottle,
+    RegisterThrottle,
+)
 from reasonflow.users.tokens import RefreshToken
 
 
 class RegisterApi(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
+    throttle_classes = [RegisterThrottle]
 
     class InputSerializer(serializers.Serializer):
         email = serializers.EmailField(max_length=254)
@@ -55,8 +69,10 @@ class RegisterApi(APIView):
         return Response(body, status=status.HTTP_201_CREATED)
 
 
-class LoginApi(TokenObtainPairView):
-    """simplejwt's login, minting our tokens."""
+class LoginApi(FailureThrottledMixin, TokenObtainPairView):
+    """simplejwt's login, throttled on failures per account and per client address."""
+
+    throttle_classes = [LoginAccountThrottle, LoginAddressThrottle]
 
     @extend_schema_serializer(component_name="TokenObtainPair")
     class InputSerializer(TokenObtainPairSerializer):
@@ -64,9 +80,18 @@ class LoginApi(TokenObtainPairView):
 
     serializer_class = InputSerializer
 
+    def post(self, request, *args, **kwargs):
+        try:
+            return super().post(request, *args, **kwargs)
+        except AuthenticationFailed:  # wrong password, unknown or inactive account
+            self.attempt_failed()
+            raise
+
 
 class RefreshApi(TokenRefreshView):
-    """Exchange a refresh token for a new pair, only once per token."""
+    """Exchange a refresh token for a new pair, only once per token; throttled per address."""
+
+    throttle_classes = [RefreshThrottle]
 
     @extend_schema_serializer(component_name="TokenRefresh")
     class InputSerializer(TokenRefreshSerializer):
@@ -106,10 +131,11 @@ class LogoutApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class PasswordChangeApi(APIView):
+class PasswordChangeApi(FailureThrottledMixin, APIView):
     """Change the caller's password; every older token stops working, fresh ones come back."""
 
     permission_classes = [IsAuthenticated]
+    throttle_classes = [PasswordChangeThrottle]
 
     class InputSerializer(serializers.Serializer):
         current_password = serializers.CharField(max_length=128, trim_whitespace=False)
@@ -119,6 +145,7 @@ class PasswordChangeApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         if not request.user.check_password(serializer.validated_data["current_password"]):
+            self.attempt_failed()
             return Response(
                 {"current_password": ["The current password is not correct."]},
                 status=status.HTTP_400_BAD_REQUEST,
