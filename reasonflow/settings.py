@@ -5,11 +5,13 @@ Production sets DATABASE_URL (PostgreSQL) and REDIS_URL.
 """
 
 import os
+import re
 import tempfile
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from reasonflow.safety import signing_key
 
@@ -26,6 +28,14 @@ def env_bool(name: str, default: bool) -> bool:
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
     return int(value) if value else default
+
+
+def env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate ("10/min": at least 1 per s, sec, m, min, h, hour, d or day)."""
+    value = os.environ.get(name, "").strip() or default
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+        raise ImproperlyConfigured(f"{name} must be a rate such as 10/min, not {value!r}")
+    return value
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
@@ -148,6 +158,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "reasonflow.api.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
+    # The client address of a throttle is REMOTE_ADDR: the server sets it from X-Forwarded-For
+    # of trusted proxies only (FORWARDED_ALLOW_IPS). DRF's default (None) trusts any client's.
+    "NUM_PROXIES": 0,
 }
 
 SIMPLE_JWT = {
@@ -167,9 +180,20 @@ SIMPLE_JWT = {
     # A password change invalidates every token issued before it (simplejwt compares a hash).
     "CHECK_REVOKE_TOKEN": True,
     "AUTH_HEADER_TYPES": ("Bearer",),
-    "TOKEN_OBTAIN_SERIALIZER": "reasonflow.users.tokens.LoginSerializer",
-    "TOKEN_REFRESH_SERIALIZER": "reasonflow.users.tokens.RefreshSerializer",
+    # Token classes that refuse claims of the wrong type (401 / 4002, never a 500).
+    "AUTH_TOKEN_CLASSES": ("reasonflow.users.tokens.AccessToken",),
 }
+
+# --- Auth throttles (reasonflow/users/throttles.py), counted in CACHES below ------------------
+# Failed logins per account (email) and, separately, per client address; once either is over
+# the rate, logins answer 429 before any password is checked.
+THROTTLE_RATE_LOGIN = env_rate("THROTTLE_RATE_LOGIN", "10/min")
+# Registration attempts per client address.
+THROTTLE_RATE_REGISTER = env_rate("THROTTLE_RATE_REGISTER", "20/hour")
+# Wrong current passwords per user on a password change.
+THROTTLE_RATE_PASSWORD = env_rate("THROTTLE_RATE_PASSWORD", "10/hour")
+# Refreshes per client address.
+THROTTLE_RATE_REFRESH = env_rate("THROTTLE_RATE_REFRESH", "60/min")
 
 # --- Channel layer --------------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
@@ -234,6 +258,34 @@ else:
             "CONFIG": {"capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000)},
         }
     }
+
+# --- Cache: the auth throttles' counts, shared by every server process through Redis ---------
+if REDIS_URL or REDIS_SENTINELS:
+    CACHE_OPTIONS: dict = {
+        # A cache read is quick; a Redis that hangs makes the auth endpoints answer 503 in
+        # seconds rather than hold the request.
+        "socket_timeout": 5,
+        "socket_connect_timeout": env_int("REDIS_CONNECT_TIMEOUT", 3),
+    }
+    if REDIS_SENTINELS:
+        # Django's RedisCache has no Sentinel support: this pool finds the master through it.
+        CACHE_OPTIONS.update(
+            pool_class="reasonflow.cache.SentinelMasterPool",
+            sentinels=redis_layer_host()["sentinels"],
+            service_name=REDIS_SENTINEL_MASTER,
+        )
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # With Sentinel the master's address comes from the Sentinels, not from here.
+            "LOCATION": REDIS_URL if not REDIS_SENTINELS else f"redis://{REDIS_SENTINEL_MASTER}",
+            "KEY_PREFIX": "reasonflow",
+            "OPTIONS": CACHE_OPTIONS,
+        }
+    }
+else:
+    # Per process: with several server processes and no Redis, each counts on its own.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Notifications ---------------------------------------------------------------------------
 NOTIFICATIONS_AUTH_TIMEOUT = float(os.environ.get("NOTIFICATIONS_AUTH_TIMEOUT", "10"))

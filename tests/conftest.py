@@ -11,6 +11,19 @@ from tests.support.redis import shared_redis_url
 PASSWORD = "correct-horse-battery-staple-42"
 
 
+@pytest.fixture(autouse=True)
+def fresh_cache(settings):
+    """A cache of each test's own, empty: the suite logs in and registers many times from
+    127.0.0.1, and the auth throttles must count each test from zero (at the real rates), never
+    in a Redis that other runs share."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": f"test-{uuid.uuid4().hex}",
+        }
+    }
+
+
 @pytest.fixture(scope="session")
 def redis_url():
     """A Redis URL that answers: REDIS_URL if it does, else a private redis-server."""

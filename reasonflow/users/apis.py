@@ -1,15 +1,24 @@
-"""Auth endpoints under /api/v1/auth/: register, login, refresh, logout."""
+"""Auth endpoints under /api/v1/auth/: register, login, refresh, logout, password change.
+
+Each is throttled (reasonflow/users/throttles.py): over the rate it answers 429 with
+Retry-After before doing any work.
+"""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import AuthenticationFailed, NotFound
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
-from rest_framework_simplejwt.serializers import TokenBlacklistSerializer
-from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.serializers import (
+    TokenBlacklistSerializer,
+    TokenObtainPairSerializer,
+    TokenRefreshSerializer,
+)
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from reasonflow.users.models import User
 from reasonflow.users.services import (
@@ -17,14 +26,25 @@ from reasonflow.users.services import (
     user_change_password,
     user_demo_sign_in,
     user_issue_tokens,
+    user_logout,
     user_register,
-    user_revoke_tokens,
+    user_rotate_refresh_token,
 )
+from reasonflow.users.throttles import (
+    FailureThrottledMixin,
+    LoginAccountThrottle,
+    LoginAddressThrottle,
+    PasswordChangeThrottle,
+    RefreshThrottle,
+    RegisterThrottle,
+)
+from reasonflow.users.tokens import RefreshToken
 
 
 class RegisterApi(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
+    throttle_classes = [RegisterThrottle]
 
     class InputSerializer(serializers.Serializer):
         email = serializers.EmailField(max_length=254)
@@ -51,36 +71,73 @@ class RegisterApi(APIView):
         return Response(body, status=status.HTTP_201_CREATED)
 
 
+class LoginApi(FailureThrottledMixin, TokenObtainPairView):
+    """simplejwt's login, throttled on failures per account and per client address."""
+
+    throttle_classes = [LoginAccountThrottle, LoginAddressThrottle]
+
+    @extend_schema_serializer(component_name="TokenObtainPair")
+    class InputSerializer(TokenObtainPairSerializer):
+        token_class = RefreshToken
+
+    serializer_class = InputSerializer
+
+    def post(self, request, *args, **kwargs):
+        try:
+            return super().post(request, *args, **kwargs)
+        except AuthenticationFailed:  # wrong password, unknown or inactive account
+            self.attempt_failed()
+            raise
+
+
+class RefreshApi(TokenRefreshView):
+    """Exchange a refresh token for a new pair, only once per token; throttled per address."""
+
+    throttle_classes = [RefreshThrottle]
+
+    @extend_schema_serializer(component_name="TokenRefresh")
+    class InputSerializer(TokenRefreshSerializer):
+        token_class = RefreshToken
+
+        def validate(self, attrs):
+            return user_rotate_refresh_token(refresh=self.token_class(attrs["refresh"]))
+
+    serializer_class = InputSerializer
+
+
 class LogoutApi(APIView):
-    """Blacklist the refresh token and revoke every token of its user: their access tokens are
-    refused from now on and their open sockets close with 4002, on every server process."""
+    """Blacklist every refresh token of the token's user and revoke their access tokens: they
+    are refused from now on and their open sockets close with 4002, on every server process."""
 
     authentication_classes = []
     permission_classes = [AllowAny]
+
+    @extend_schema_serializer(component_name="TokenBlacklist")
+    class InputSerializer(TokenBlacklistSerializer):
+        token_class = RefreshToken
+
+        def validate(self, attrs):
+            return {"refresh": self.token_class(attrs["refresh"])}
 
     def get_authenticate_header(self, request):
         # Without it DRF turns an invalid refresh token's 401 into a 403.
         return 'Bearer realm="api"'
 
     def post(self, request):
-        serializer = TokenBlacklistSerializer(data=request.data)
+        serializer = self.InputSerializer(data=request.data)
         try:
             serializer.is_valid(raise_exception=True)
         except TokenError as exc:
             raise InvalidToken(exc.args[0]) from exc
-        user_id = serializer.token_class(request.data["refresh"], verify=False).get(
-            jwt_settings.USER_ID_CLAIM
-        )
-        user = User.objects.filter(id=user_id).first()
-        if user is not None:
-            user_revoke_tokens(user=user)
+        user_logout(refresh=serializer.validated_data["refresh"])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class PasswordChangeApi(APIView):
+class PasswordChangeApi(FailureThrottledMixin, APIView):
     """Change the caller's password; every older token stops working, fresh ones come back."""
 
     permission_classes = [IsAuthenticated]
+    throttle_classes = [PasswordChangeThrottle]
 
     class InputSerializer(serializers.Serializer):
         current_password = serializers.CharField(max_length=128, trim_whitespace=False)
@@ -90,6 +147,7 @@ class PasswordChangeApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         if not request.user.check_password(serializer.validated_data["current_password"]):
+            self.attempt_failed()
             return Response(
                 {"current_password": ["The current password is not correct."]},
                 status=status.HTTP_400_BAD_REQUEST,

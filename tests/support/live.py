@@ -16,6 +16,13 @@ from tests.support.redis import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Live tests log in and register many times from 127.0.0.1, counted in a Redis other runs may
+# share: like a load rig, they raise the auth throttles (tests/users covers those).
+RAISED_THROTTLES = {
+    f"THROTTLE_RATE_{name}": "100000/min" for name in ("LOGIN", "REGISTER", "PASSWORD", "REFRESH")
+}
+
+
 class LiveServer:
     """The served application in its own process; `env` overrides the environment.
 
@@ -32,6 +39,7 @@ class LiveServer:
         self.env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
+            **RAISED_THROTTLES,
             "DATABASE_URL": f"sqlite:///{self.db_path}",
             **(env or {}),
         }
