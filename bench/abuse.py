@@ -191,6 +191,7 @@ async def _measure(port: int, token: str, user_id: str, seconds: float) -> dict:
     from notifications.publish import publish_event
 
     health: list[float] = []
+    timeline: list[tuple[float, float]] = []
     delivery: list[float] = []
     published: dict[int, float] = {}
     url = f"ws://127.0.0.1:{port}/api/v1/notifications/ws"
@@ -222,6 +223,7 @@ async def _measure(port: int, token: str, user_id: str, seconds: float) -> dict:
             status, _ = await asyncio.to_thread(client.request, "GET", "/healthz")
             if status == 200:
                 health.append((time.perf_counter() - started) * 1000)
+                timeline.append((time.monotonic() - (deadline - seconds), health[-1]))
             tick += 1
             await asyncio.sleep(0.05)
         await asyncio.sleep(1)  # the last events' way to the socket
@@ -232,6 +234,10 @@ async def _measure(port: int, token: str, user_id: str, seconds: float) -> dict:
         "healthz_ms": {"p50": percentile(health, 0.5), "p99": percentile(health, 0.99)},
         "delivery_ms": {"p50": percentile(delivery, 0.5), "p99": percentile(delivery, 0.99)},
         "probes": len(health),
+        "healthz_p50_by_second": [
+            round(percentile([ms for at, ms in timeline if int(at) == second], 0.5) or 0, 1)
+            for second in range(int(seconds))
+        ],
         "events": f"{len(delivery)}/{len(published)}",
     }
 

@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP goes to Django, WebSocket to the notification consumer."""
+"""ASGI entry point: HTTP goes to Django (past the throttle gate), WebSocket to the
+notification consumer (past the origin check)."""
 
 import logging
 import os
@@ -13,6 +14,7 @@ from django.conf import settings  # noqa: E402
 
 from notifications.origins import OriginValidator  # noqa: E402
 from notifications.routing import websocket_urlpatterns  # noqa: E402
+from reasonflow.users.throttles import ThrottleGate  # noqa: E402
 
 if settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels.layers.InMemoryChannelLayer":
     logging.getLogger("reasonflow").warning(
@@ -23,7 +25,7 @@ if settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels.layers.InMemoryCha
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": ThrottleGate(django_asgi_app),
         "websocket": OriginValidator(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -6,6 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
+from reasonflow.users.throttles import refusals
 from tests.support.redis import shared_redis_url
 
 PASSWORD = "correct-horse-battery-staple-42"
@@ -22,6 +23,7 @@ def fresh_cache(settings):
             "LOCATION": f"test-{uuid.uuid4().hex}",
         }
     }
+    refusals.clear()  # this process's memo of refused addresses (the throttle gate's)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
 """Throttles of the auth endpoints: 429 with Retry-After, failures per account and per address,
 rates from settings at request time, counts shared through the Redis cache."""
 
+import asyncio
 import importlib
+import json
 import os
 import pickle
 import threading
@@ -12,12 +14,15 @@ from types import SimpleNamespace
 
 import pytest
 import redis
+from asgiref.testing import ApplicationCommunicator
 from django.contrib.auth.signals import user_login_failed
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import request_started
 from django.db import connection
 from rest_framework.test import APIClient
 
 from reasonflow.users.models import User
+from reasonflow.users.throttles import Refusals, ThrottleGate, refusals
 from tests.conftest import PASSWORD
 from tests.support.redis import RedisServer, SentinelServer, free_port
 
@@ -96,7 +101,8 @@ def test_a_concurrent_storm_checks_no_more_passwords_than_the_rate(user, setting
     assert set(statuses) == {401, 429}
     checked = len(password_checks)
     print(f"\n{threads} threads x {rounds} wrong passwords at 5/min: {checked} checked")
-    assert statuses.count(401) == checked <= 6
+    # Counting is one step per process (a lock around the cache read and write): exact.
+    assert statuses.count(401) == checked == 5
 
 
 def test_login_failures_are_counted_per_account_across_addresses(
@@ -362,3 +368,115 @@ def test_with_sentinel_only_the_counts_live_in_the_master_it_names(api_client, u
     finally:
         sentinel.stop()
         master.stop()
+
+
+# --- the gate: refused addresses answered before Django ------------------------------------
+
+
+async def asgi_post(path: str, body: dict, client: tuple[str, int]) -> tuple[int, dict, dict]:
+    """POST through the project's ASGI application as the server would, from `client`."""
+    from reasonflow.asgi import application
+
+    payload = json.dumps(body).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+        ],
+        "client": client,
+        "server": ("testserver", 80),
+    }
+    communicator = ApplicationCommunicator(application, scope)
+    await communicator.send_input({"type": "http.request", "body": payload, "more_body": False})
+    start = await communicator.receive_output(10)
+    content = await communicator.receive_output(10)
+    await communicator.wait(10)
+    headers = {name.decode(): value.decode() for name, value in start["headers"]}
+    return start["status"], headers, json.loads(content["body"])
+
+
+@pytest.fixture
+def django_requests():
+    """Every request that reached Django."""
+    seen = []
+
+    def count(sender, **kwargs):
+        seen.append(kwargs.get("scope", {}).get("path"))
+
+    request_started.connect(count)
+    yield seen
+    request_started.disconnect(count)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_refused_address_is_answered_before_django_until_its_refusal_ends(
+    settings, django_requests
+):
+    settings.THROTTLE_RATE_LOGIN = "2/min"
+    attacker, other = ("203.0.113.7", 40000), ("198.51.100.9", 40000)
+    body = {"email": "nobody@example.com", "password": "wrong"}
+    statuses = [(await asgi_post("/api/v1/auth/login", body, attacker))[0] for _ in range(3)]
+    assert statuses == [401, 401, 429], statuses  # DRF's throttle refused the third: remembered
+    assert len(django_requests) == 3
+
+    status, headers, content = await asgi_post("/api/v1/auth/login", body, attacker)
+    assert status == 429 and 1 <= int(headers["retry-after"]) <= 60
+    assert content["detail"].startswith("Request was throttled.")
+    assert len(django_requests) == 3  # the gate answered: Django never saw it
+
+    # Another address, and the same address on an endpoint it was not refused on, go through.
+    elsewhere = {"email": "somebody-else@example.com", "password": "wrong"}
+    assert (await asgi_post("/api/v1/auth/login", elsewhere, other))[0] == 401
+    assert (await asgi_post("/api/v1/auth/refresh", {"refresh": "x"}, attacker))[0] == 401
+    assert len(django_requests) == 5
+
+    # When the refusal ends the address is Django's again.
+    for key in list(refusals._until):
+        refusals._until[key] = time.time() - 1
+    assert (await asgi_post("/api/v1/auth/login", body, attacker))[0] == 429
+    assert len(django_requests) == 6
+
+
+async def test_the_gate_delays_refusals_but_never_more_than_max_delayed_at_once():
+    passed = []
+
+    async def app(scope, receive, send):
+        passed.append(scope["path"])
+
+    gate = ThrottleGate(app, delay=0.3, max_delayed=2)
+    refusals.remember("login_address", "203.0.113.7", time.time() + 30)
+    scope = {"type": "http", "path": "/api/v1/auth/login", "client": ("203.0.113.7", 1)}
+    sent: list[tuple[float, dict]] = []
+
+    async def send(message):
+        sent.append((time.monotonic(), message))
+
+    started = time.monotonic()
+    await asyncio.gather(*(gate(dict(scope), None, send) for _ in range(3)))
+    starts = sorted(
+        at - started for at, message in sent if message["type"] == "http.response.start"
+    )
+    assert len(starts) == 3 and passed == []
+    assert starts[0] < 0.1  # the third found two waiting already: answered at once
+    assert all(0.3 <= at < 1.0 for at in starts[1:])
+    await gate({"type": "http", "path": "/healthz", "client": ("203.0.113.7", 1)}, None, send)
+    assert passed == ["/healthz"]  # a path with no address throttle is never gated
+
+
+def test_the_memo_of_refusals_is_bounded():
+    memo = Refusals(limit=3)
+    for n in range(5):
+        memo.remember("login_address", f"10.0.0.{n}", time.time() + 60)
+    assert sorted(ident for _, ident in memo._until) == ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
+    assert memo.wait("login_address", "10.0.0.0", time.time()) is None
+    assert 59 < memo.wait("login_address", "10.0.0.4", time.time()) <= 60
