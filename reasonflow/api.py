@@ -56,14 +56,31 @@ class BoundedListField(serializers.ListField):
         return result
 
 
+MAX_MESSAGE_CHARS = 300
+
+
+def _shortened(detail):
+    """`detail` with every message cut to MAX_MESSAGE_CHARS: a validator that quotes the input
+    ('"<1 MiB string>" is not a valid choice.') must not make a large error body."""
+    if isinstance(detail, dict):
+        return {key: _shortened(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        return [_shortened(value) for value in detail]
+    if isinstance(detail, str) and len(detail) > MAX_MESSAGE_CHARS:
+        return f"{detail[: MAX_MESSAGE_CHARS - 1]}…"
+    return detail
+
+
 def exception_handler(exc, context):
-    """DRF's handler, plus 413 for an oversized body and a JSON 500 for anything it does not
-    know (logged with its traceback, never sent)."""
+    """DRF's handler, plus 413 for an oversized body, short error messages, and a JSON 500
+    for anything it does not know (logged with its traceback, never sent)."""
     if isinstance(exc, RequestDataTooBig):
         exc = RequestBodyTooLarge()
     elif isinstance(exc, UnreadablePostError):  # the client went away mid-body
         exc = exceptions.ParseError("The request body could not be read.")
     response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(exc, exceptions.ValidationError):
+        response.data = _shortened(response.data)
     if response is None:
         view = context.get("view")
         logger.exception("unhandled error in %s", type(view).__name__ if view else "API view")

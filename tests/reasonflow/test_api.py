@@ -165,3 +165,12 @@ def test_the_body_limit_follows_its_setting(settings, staff):
 
     assert response.status_code == 413
     assert response.json() == {"detail": "Request body too large: at most 100 bytes."}
+
+
+def test_a_message_that_quotes_a_huge_input_is_cut_short(staff):
+    # ChoiceField quotes what it was given: 100,000 characters made a 100 kB error body.
+    response = client_for(staff).get(f"/api/v1/emails/?status={'x' * 100_000}")
+
+    assert response.status_code == 400
+    (message,) = response.json()["status"]
+    assert message.startswith('"xxx') and message.endswith("…") and len(message) == 300
