@@ -6,8 +6,11 @@ import io
 import json
 
 import pytest
+from django.urls import path as route
 from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.permissions import AllowAny
 from rest_framework.test import APIClient
+from rest_framework.views import APIView
 
 from emails.models import BatchJob
 from notifications.models import Event
@@ -174,3 +177,25 @@ def test_a_message_that_quotes_a_huge_input_is_cut_short(staff):
     assert response.status_code == 400
     (message,) = response.json()["status"]
     assert message.startswith('"xxx') and message.endswith("…") and len(message) == 300
+
+
+class ExplodingApi(APIView):
+    permission_classes = [AllowAny]
+
+    def post(self, request):
+        raise RuntimeError("secret detail from /srv/app/settings.py")
+
+
+urlpatterns = [route("explode", ExplodingApi.as_view())]
+
+
+@pytest.mark.urls(__name__)
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_unexpected_error_is_a_json_500_without_its_traceback(settings, debug, caplog):
+    settings.DEBUG = debug
+
+    response = APIClient().post("/explode", {"a": 1}, format="json")
+
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error."}
+    assert "RuntimeError" in caplog.text  # kept server-side, with its traceback
