@@ -24,6 +24,7 @@ from emails.models import (
     EmailStatus,
 )
 from emails.sources import MailSourceError
+from reasonflow.api import BoundedListField
 
 
 class DraftOutputSerializer(serializers.ModelSerializer):
@@ -310,19 +311,25 @@ class BatchEmailsApi(EmailsApi):
 
     @extend_schema_serializer(component_name="BatchEmailsInput")
     class InputSerializer(serializers.Serializer):
-        email_ids = serializers.ListField(child=serializers.UUIDField(), min_length=1)
+        max_reported = 5  # unknown ids named in an error: the error body stays small
+
+        # The length is checked before any item, so 100,000 ids cost no more than 101.
+        email_ids = BoundedListField(
+            child=serializers.UUIDField(),
+            min_length=1,
+            max_length=settings.EMAILS_BATCH_MAX_IDS,
+            error_messages={"max_length": "At most {max_length} ids per batch."},
+        )
 
         def validate_email_ids(self, value):
-            limit = settings.EMAILS_BATCH_MAX_IDS
-            if len(value) > limit:
-                raise serializers.ValidationError(f"At most {limit} ids per batch.")
             missing = selectors.email_ids_missing_for_user(
                 user=self.context["user"], email_ids=value
             )
             if missing:
-                raise serializers.ValidationError(
-                    f"Unknown email ids: {', '.join(str(email_id) for email_id in missing)}."
-                )
+                shown = ", ".join(str(email_id) for email_id in missing[: self.max_reported])
+                more = len(missing) - self.max_reported
+                suffix = f" and {more} more" if more > 0 else ""
+                raise serializers.ValidationError(f"Unknown email ids: {shown}{suffix}.")
             return value
 
     OutputSerializer = BatchStartedSerializer

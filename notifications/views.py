@@ -1,6 +1,7 @@
 """REST endpoints of the event stream (history, status, the staff test trigger) and the
 operators' probes: /healthz, /readyz and /metrics."""
 
+from django.db.models import BigIntegerField
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from rest_framework import serializers, status
@@ -23,7 +24,10 @@ class EventListApi(APIView):
     MAX_LIMIT = 500
 
     class InputSerializer(serializers.Serializer):
-        after = serializers.IntegerField(min_value=0, default=0)
+        # Event ids are bigints: a larger `after` is a mistake the client should hear about.
+        after = serializers.IntegerField(
+            min_value=0, max_value=BigIntegerField.MAX_BIGINT, default=0
+        )
         limit = serializers.IntegerField(min_value=1, max_value=500, default=100)
 
     def get(self, request):

@@ -1,17 +1,86 @@
-"""REST plumbing shared by every app: the exception handler that keeps tracebacks server-side."""
+"""REST plumbing shared by every app: the 413 for oversized bodies, bounded list fields, and
+the exception handler that keeps tracebacks server-side. No client input may reach its
+last-resort 500 (the JSON parser, reasonflow/parsers.py, turns bad bodies into 400s)."""
 
 import logging
 
-from rest_framework import status
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import UnreadablePostError
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger("reasonflow.api")
 
 
+def body_too_large_detail() -> str:
+    return f"Request body too large: at most {settings.MAX_REQUEST_BODY_BYTES} bytes."
+
+
+class RequestBodyTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+
+    def __init__(self):
+        super().__init__(body_too_large_detail())
+
+
+class BoundedListField(serializers.ListField):
+    """A ListField whose `max_length` is checked before any item, reporting at most
+    `max_errors` invalid items: a huge list costs neither a long validation nor a huge body."""
+
+    max_errors = 5
+
+    def __init__(self, **kwargs):
+        if kwargs.get("max_length") is None:
+            raise TypeError("BoundedListField needs a max_length")
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, list) and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
+        return super().to_internal_value(data)
+
+    def run_child_validation(self, data):
+        result, errors = [], {}
+        for index, item in enumerate(data):
+            try:
+                result.append(self.child.run_validation(item))
+            except serializers.ValidationError as exc:
+                errors[index] = exc.detail
+                if len(errors) == self.max_errors:
+                    break
+        if errors:
+            raise serializers.ValidationError(errors)
+        return result
+
+
+MAX_MESSAGE_CHARS = 300
+
+
+def _shortened(detail):
+    """`detail` with every message cut to MAX_MESSAGE_CHARS: a validator that quotes the input
+    ('"<1 MiB string>" is not a valid choice.') must not make a large error body."""
+    if isinstance(detail, dict):
+        return {key: _shortened(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        return [_shortened(value) for value in detail]
+    if isinstance(detail, str) and len(detail) > MAX_MESSAGE_CHARS:
+        return f"{detail[: MAX_MESSAGE_CHARS - 1]}…"
+    return detail
+
+
 def exception_handler(exc, context):
-    """DRF's handler, plus a JSON 500 for anything it does not know (logged with traceback)."""
+    """DRF's handler, plus 413 for an oversized body, short error messages, and a JSON 500
+    for anything it does not know (logged with its traceback, never sent)."""
+    if isinstance(exc, RequestDataTooBig):
+        exc = RequestBodyTooLarge()
+    elif isinstance(exc, UnreadablePostError):  # the client went away mid-body
+        exc = exceptions.ParseError("The request body could not be read.")
     response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(exc, exceptions.ValidationError):
+        response.data = _shortened(response.data)
     if response is None:
         view = context.get("view")
         logger.exception("unhandled error in %s", type(view).__name__ if view else "API view")

@@ -1,6 +1,7 @@
-"""ASGI entry point: HTTP goes to Django (past the throttle gate), WebSocket to the
-notification consumer (past the origin check)."""
+"""ASGI entry point: HTTP goes to Django past the throttle gate and a request-body limit,
+WebSocket to the notification consumer past the origin check."""
 
+import json
 import logging
 import os
 
@@ -14,6 +15,7 @@ from django.conf import settings  # noqa: E402
 
 from notifications.origins import OriginValidator  # noqa: E402
 from notifications.routing import websocket_urlpatterns  # noqa: E402
+from reasonflow.api import body_too_large_detail  # noqa: E402
 from reasonflow.users.throttles import ThrottleGate  # noqa: E402
 
 if settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels.layers.InMemoryChannelLayer":
@@ -23,9 +25,76 @@ if settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels.layers.InMemoryCha
         "sockets (their events are stored and replayed on reconnect)."
     )
 
+
+class BodyLimit:
+    """Answer 413 to an HTTP request whose body exceeds MAX_REQUEST_BODY_BYTES, before it is
+    read whole.
+
+    Django's ASGIHandler reads every body to its end (into a temporary file, spilling to disk)
+    before any view can refuse it, and HttpRequest.body enforces DATA_UPLOAD_MAX_MEMORY_SIZE
+    only afterwards. Here a declared Content-Length over the limit is refused unread, and a
+    chunked body as soon as its bytes pass the limit. A body within it is handed on as one
+    message, with its Content-Length stated when the client sent it chunked (Django REST
+    framework reads no body without one).
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = settings.MAX_REQUEST_BODY_BYTES
+        lengths = [value for name, value in scope["headers"] if name == b"content-length"]
+        if any(value.strip().isdigit() and int(value) > limit for value in lengths):
+            return await self.refuse(send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None  # the client is gone; nobody to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return await self.refuse(send)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body and not lengths:
+            scope = {**scope, "headers": [*scope["headers"], (b"content-length", b"%d" % size)]}
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()  # Django waits here for the client's disconnect
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    @staticmethod
+    async def refuse(send) -> None:
+        # uvicorn discards the unread rest of the body; the connection stays usable.
+        content = json.dumps({"detail": body_too_large_detail()}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(content)),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
+
+
 application = ProtocolTypeRouter(
     {
-        "http": ThrottleGate(django_asgi_app),
+        # The gate first: a refused client costs no body read.
+        "http": ThrottleGate(BodyLimit(django_asgi_app)),
         "websocket": OriginValidator(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -48,7 +48,16 @@ def test_history_defaults_to_everything_kept(auth_client, user):
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("after=-1", "after"), ("after=x", "after"), ("limit=0", "limit"), ("limit=501", "limit")],
+    [
+        ("after=-1", "after"),
+        ("after=x", "after"),
+        ("after=%00", "after"),
+        (f"after={2**63}", "after"),  # past bigint, the type of event ids
+        (f"after={10**30}", "after"),
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=%00", "limit"),
+    ],
 )
 def test_history_rejects_bad_parameters_naming_the_field(auth_client, query, field):
     response = auth_client.get(f"/api/v1/notifications/events?{query}")
@@ -109,6 +118,46 @@ def test_test_trigger_rejects_bad_input_naming_the_field(staff_user, user, paylo
     response = client_for(staff_user).post("/api/v1/notifications/test", payload, format="json")
     assert response.status_code == 400
     assert field in response.json()
+    assert not Event.objects.exists()
+
+
+EMAIL_ID = '"email_id": "8d8d1a55-2f6a-4c58-9f4b-1a2b3c4d5e6f"'
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (
+            f'{{{EMAIL_ID}, "subject": "a\\u0000b", "sender": "x"}}',
+            {"subject": ["NUL characters are not allowed."]},
+        ),
+        (
+            f'{{{EMAIL_ID}, "subject": "\\ud800", "sender": "x"}}',
+            {"subject": ["Unpaired surrogate characters are not allowed."]},
+        ),
+        (
+            f'{{{EMAIL_ID}, "subject": "x", "sender": "x", "x\\u0000": 1}}',
+            ["Keys may not contain NUL characters."],
+        ),
+        (
+            f'{{{EMAIL_ID}, "subject": "x", "sender": ["\\udfff"]}}',
+            {"sender": {"0": ["Unpaired surrogate characters are not allowed."]}},
+        ),
+    ],
+)
+def test_test_trigger_refuses_nul_and_lone_surrogates_in_data_naming_the_field(
+    staff_user, user, data, error
+):
+    # Before: PostgreSQL refused the NUL in jsonb (500) while SQLite stored it (201), and
+    # neither could encode a lone surrogate (500). Both databases now answer 400, storing nothing.
+    body = f'{{"user": "{user.id}", "type": "email_received", "data": {data}}}'
+
+    response = client_for(staff_user).generic(
+        "POST", "/api/v1/notifications/test", body, content_type="application/json"
+    )
+
+    assert response.status_code == 400, response.content
+    assert response.json() == {"data": error}
     assert not Event.objects.exists()
 
 

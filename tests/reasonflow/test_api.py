@@ -1,0 +1,201 @@
+"""The REST plumbing of every endpoint (reasonflow/api.py), through APIClient: bodies that
+cannot be parsed, are nested too deeply, hold what the database cannot store, or are too large
+get a 4xx with a small JSON body, never a 500."""
+
+import io
+import json
+
+import pytest
+from django.urls import path as route
+from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.test import APIClient
+from rest_framework.views import APIView
+
+from emails.models import BatchJob
+from notifications.models import Event
+from reasonflow.parsers import JSONParser
+from reasonflow.users.models import User
+from tests.conftest import access_token_for
+from tests.emails.factories import DraftFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def client_for(user=None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token_for(user)}")
+    return client
+
+
+@pytest.fixture
+def staff(make_user):
+    return make_user(is_staff=True)
+
+
+@pytest.fixture
+def write_endpoints(staff):
+    """Every endpoint that reads a request body: (method, path, needs the staff token)."""
+    draft = DraftFactory(email__owner=staff)
+    return [
+        ("post", "/api/v1/auth/register", False),
+        ("post", "/api/v1/auth/login", False),
+        ("post", "/api/v1/auth/refresh", False),
+        ("post", "/api/v1/auth/logout", True),
+        ("post", "/api/v1/auth/password", True),
+        ("patch", f"/api/v1/emails/{draft.email_id}", True),
+        ("patch", f"/api/v1/drafts/{draft.id}", True),
+        ("post", f"/api/v1/drafts/{draft.id}/reject", True),
+        ("post", "/api/v1/emails/batch/classify", True),
+        ("post", "/api/v1/emails/batch/process", True),
+        ("post", "/api/v1/notifications/test", True),
+    ]
+
+
+def send(client: APIClient, method: str, path: str, body: bytes | str):
+    return client.generic(method.upper(), path, body, content_type="application/json")
+
+
+DEEP_BODIES = {
+    "lists-1000": "[" * 1000 + "]" * 1000,
+    "objects-1000": '{"a":' * 1000 + "1" + "}" * 1000,
+    "33-levels": '{"email":' + "[" * 32 + "]" * 32 + "}",
+}
+
+
+@pytest.mark.parametrize("body", DEEP_BODIES.values(), ids=DEEP_BODIES.keys())
+def test_json_nested_too_deeply_is_400_on_every_write_endpoint(staff, write_endpoints, body):
+    before = (User.objects.count(), Event.objects.count())
+    for method, path, authenticated in write_endpoints:
+        response = send(client_for(staff if authenticated else None), method, path, body)
+
+        assert response.status_code == 400, (path, response.content)
+        assert response.json() == {"detail": "JSON nested too deeply: at most 32 levels."}
+    assert (User.objects.count(), Event.objects.count()) == before
+    assert not BatchJob.objects.exists()
+
+
+def test_json_that_cannot_be_parsed_is_400_on_every_write_endpoint(staff, write_endpoints):
+    for body in ['{"email": ', "NaN", '{"a": Infinity}', b'{"a": "\xff"}', "1" * 5000]:
+        for method, path, authenticated in write_endpoints:
+            response = send(client_for(staff if authenticated else None), method, path, body)
+
+            assert response.status_code == 400, (path, body, response.content)
+            assert response.json()["detail"].startswith("JSON parse error - ")
+
+
+def parse(body: str):
+    return JSONParser().parse(io.BytesIO(body.encode()), "application/json", {})
+
+
+def test_the_parser_takes_32_levels_of_lists_and_objects_and_refuses_33():
+    assert parse("[" * 32 + "]" * 32) is not None
+    assert parse('{"a":' * 31 + "[]" + "}" * 31) is not None
+    # Brackets inside strings are not nesting.
+    assert parse(json.dumps(["[" * 40, {"a": "{" * 40}])) == ["[" * 40, {"a": "{" * 40}]
+    for body in (
+        "[" * 33 + "]" * 33,
+        '{"a":' * 32 + "[]" + "}" * 32,
+        # The deepest branch among siblings, lists and objects mixed.
+        "[[], {}, " + '{"x": ' * 16 + "[" * 16 + "]" * 16 + "}" * 16 + ", []]",
+    ):
+        with pytest.raises(ParseError):
+            parse(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ('{"a": "x\\u0000y"}', {"a": ["NUL characters are not allowed."]}),
+        ('{"a": "\\ud800"}', {"a": ["Unpaired surrogate characters are not allowed."]}),
+        ('{"a": "\\udc00x"}', {"a": ["Unpaired surrogate characters are not allowed."]}),
+        (
+            '{"a": ["ok", {"b": "\\u0000"}]}',
+            {"a": {"1": {"b": ["NUL characters are not allowed."]}}},
+        ),
+        ('{"a": {"k\\u0000": 1}}', {"a": ["Keys may not contain NUL characters."]}),
+        (
+            '{"\\ud83d": 1}',
+            {"non_field_errors": ["Keys may not contain unpaired surrogate characters."]},
+        ),
+        ('"\\u0000"', {"non_field_errors": ["NUL characters are not allowed."]}),
+        ('{"a": [1, 1e400]}', {"a": {"1": ["Numbers must be within the range of a double."]}}),
+        ('{"a": -1e400}', {"a": ["Numbers must be within the range of a double."]}),
+    ],
+)
+def test_the_parser_refuses_unstorable_strings_and_infinite_numbers_naming_the_field(body, error):
+    with pytest.raises(ValidationError) as raised:
+        parse(body)
+    assert raised.value.detail == error
+
+
+def test_the_parser_keeps_what_can_be_stored():
+    body = '{"emoji": "\\ud83d\\ude00", "escaped": "\\\\u0000", "big": 1e300, "n": 10e2}'
+    expected = {"emoji": "\N{GRINNING FACE}", "escaped": "\\u0000", "big": 1e300, "n": 1000}
+    assert parse(body) == expected
+
+
+def test_an_error_path_does_not_echo_a_huge_key():
+    with pytest.raises(ValidationError) as raised:
+        parse(json.dumps({"k" * 100_000: "\x00"}))
+    assert len(json.dumps(raised.value.detail)) < 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "authenticated"),
+    [
+        ("post", "/api/v1/auth/login", False),
+        ("post", "/api/v1/auth/register", False),
+        ("post", "/api/v1/notifications/test", True),
+        ("post", "/api/v1/emails/batch/classify", True),
+    ],
+)
+def test_a_body_over_the_limit_is_413_with_a_json_body(staff, method, path, authenticated):
+    body = json.dumps({"email": "x" * (3 * 1024 * 1024)})
+
+    response = send(client_for(staff if authenticated else None), method, path, body)
+
+    assert response.status_code == 413
+    assert response.json() == {"detail": "Request body too large: at most 1048576 bytes."}
+
+
+def test_the_body_limit_follows_its_setting(settings, staff):
+    settings.MAX_REQUEST_BODY_BYTES = settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    body = json.dumps({"email": "x" * 100, "password": "y"})
+
+    response = send(client_for(), "post", "/api/v1/auth/login", body)
+
+    assert response.status_code == 413
+    assert response.json() == {"detail": "Request body too large: at most 100 bytes."}
+
+
+def test_a_message_that_quotes_a_huge_input_is_cut_short(staff):
+    # ChoiceField quotes what it was given: 100,000 characters made a 100 kB error body.
+    response = client_for(staff).get(f"/api/v1/emails/?status={'x' * 100_000}")
+
+    assert response.status_code == 400
+    (message,) = response.json()["status"]
+    assert message.startswith('"xxx') and message.endswith("…") and len(message) == 300
+
+
+class ExplodingApi(APIView):
+    permission_classes = [AllowAny]
+
+    def post(self, request):
+        raise RuntimeError("secret detail from /srv/app/settings.py")
+
+
+urlpatterns = [route("explode", ExplodingApi.as_view())]
+
+
+@pytest.mark.urls(__name__)
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_unexpected_error_is_a_json_500_without_its_traceback(settings, debug, caplog):
+    settings.DEBUG = debug
+
+    response = APIClient().post("/explode", {"a": 1}, format="json")
+
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error."}
+    assert "RuntimeError" in caplog.text  # kept server-side, with its traceback
