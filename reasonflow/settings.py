@@ -81,16 +81,14 @@ INSTALLED_APPS = [
     "emails",
 ]
 
-# Django's own middleware, marked sync-only (reasonflow/middleware.py): under ASGI the chain
-# and a sync view then share one thread hop per request instead of one per middleware method.
 MIDDLEWARE = [
-    "reasonflow.middleware.SecurityMiddleware",
-    "reasonflow.middleware.SessionMiddleware",
-    "reasonflow.middleware.CommonMiddleware",
-    "reasonflow.middleware.CsrfViewMiddleware",
-    "reasonflow.middleware.AuthenticationMiddleware",
-    "reasonflow.middleware.MessageMiddleware",
-    "reasonflow.middleware.XFrameOptionsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "reasonflow.urls"
