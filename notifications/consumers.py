@@ -23,7 +23,7 @@ from notifications.auth import (
     authenticate_loaded_user,
     validate_access_token,
 )
-from notifications.connections import registry
+from notifications.connections import REFUSED_PROCESS, client_address, registry
 from notifications.db import BatchedRead, read_from_database
 from notifications.events import format_timestamp
 from notifications.publish import MESSAGE_TYPE, REVOKE_TYPE, user_group_name
@@ -238,9 +238,15 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     # --- WebSocket lifecycle --------------------------------------------------------------
 
     async def websocket_connect(self, message):
-        if not registry.admit(self):
+        address = client_address(self.scope)
+        refused = registry.admit(self, address)
+        if refused is not None:
             # Refuse before accepting (HTTP 403): unauthenticated sockets cost memory.
-            logger.warning("refused a socket: %d unauthenticated already", len(registry.pending))
+            if refused == REFUSED_PROCESS:
+                logger.warning(
+                    "refused a socket: %d unauthenticated already", len(registry.pending)
+                )
+            telemetry.socket_refused(refused, address)
             self.closing = True
             await self.close()
             return

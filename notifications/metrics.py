@@ -39,6 +39,12 @@ CONNECTIONS_ACCEPTED = Counter(
 CONNECTIONS_CLOSED = Counter(
     "notify_connections_closed", "WebSocket connections closed, by close code.", ["code"]
 )
+CONNECTIONS_REFUSED = Counter(
+    "notify_connections_refused",
+    "WebSocket upgrades refused with 403 before accept, by limit (address_rate, "
+    "address_pending, process_pending).",
+    ["reason"],
+)
 AUTH_FAILURES = Counter(
     "notify_auth_failures", "WebSocket authentication failures, by reason.", ["reason"]
 )

@@ -61,6 +61,17 @@ def socket_closed(consumer) -> None:
     )
 
 
+def socket_refused(reason: str, address: str | None) -> None:
+    """An upgrade was refused before accept; `reason` is one of connections.REFUSED_*."""
+    metrics.CONNECTIONS_REFUSED.labels(reason=reason).inc()
+    access_log.info(
+        "websocket refused reason=%s client=%s",
+        reason,
+        address,
+        extra={"event": "ws_refused", "reason": reason, "client": address},
+    )
+
+
 def auth_failed(reason: str) -> None:
     """A socket failed authentication; `reason` is a code literal, never token material."""
     label = metrics.reason_label(reason)
