@@ -5,8 +5,8 @@ One registry per process. It bounds unauthenticated sockets (each costs memory b
 is known) per process and per client address, limits new sockets per client address, caps
 sockets per user, re-adds every member to its channel-layer group well within `group_expiry`
 (so a crashed process's members expire in minutes while healthy long-lived sockets never fall
-out), catches up sockets whose live messages the channel layer lost, and closes every socket
-with a chosen code at shutdown.
+out), catches up sockets whose live messages the channel layer lost, closes sockets whose
+token a change in any process revoked, and closes every socket with a chosen code at shutdown.
 """
 
 import asyncio
@@ -222,22 +222,45 @@ class ConnectionRegistry:
         # this watch covers the last event before a quiet spell. Each tick reads the newest
         # ids of all connected users (one query per 1,000 users) and has every socket that is
         # still behind an id seen a whole tick earlier catch up from the store.
-        from notifications.selectors import event_latest_ids_for_users
+        # The same rows carry what the token policy reads of each user: a logout, password
+        # change, deactivation or deletion made where no revocation message reaches this
+        # process (another process on the in-memory layer, a raw UPDATE) closes the socket
+        # here, within a tick.
+        from notifications.selectors import users_token_states_with_latest_ids
 
         while True:
             await asyncio.sleep(settings.NOTIFICATIONS_CATCHUP_INTERVAL)
             try:
+                # Sockets that authenticate after this line are left to the next tick: they
+                # were checked against a row at least as new as the one read below.
+                sockets = self.authenticated()
                 user_ids = list(self.by_user)
-                latest: dict = {}
+                found: dict = {}
                 for start in range(0, len(user_ids), 1000):
-                    latest |= await read_from_database(event_latest_ids_for_users)(
+                    found |= await read_from_database(users_token_states_with_latest_ids)(
                         user_ids=user_ids[start : start + 1000]
                     )
-                behind = []
-                for consumer in self.authenticated():
+                behind, revoked = [], []
+                verdicts: dict = {}  # (user id, claims) -> passes: one check per token kind
+                for consumer in sockets:
+                    if consumer.closing:
+                        continue
+                    state, latest = found.get(consumer.user_id, (None, 0))
+                    key = (consumer.user_id, consumer.claims)
+                    passes = verdicts.get(key)
+                    if passes is None:
+                        passes = verdicts[key] = state is not None and consumer.token_passes(state)
+                    if not passes:
+                        revoked.append(consumer)
+                        continue
                     if consumer.last_sent < consumer.watch_target:
                         behind.append(consumer)
-                    consumer.watch_target = latest.get(consumer.user_id, 0)
+                    consumer.watch_target = latest
+                if revoked:
+                    logger.info("closing %d socket(s) whose token was revoked", len(revoked))
+                    await asyncio.gather(
+                        *(consumer.revoke() for consumer in revoked), return_exceptions=True
+                    )
                 if behind:
                     logger.info("catching up %d socket(s) the channel layer missed", len(behind))
                     await asyncio.gather(

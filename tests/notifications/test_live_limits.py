@@ -1,5 +1,6 @@
-"""Per-client limits against a real server process (`manage.py serve` on 127.0.0.1, sharing
-the test database): clients come from other loopback addresses."""
+"""Per-client limits and revocation against a real server process (`manage.py serve` on
+127.0.0.1, sharing the test database): clients come from other loopback addresses, and
+changes are made in this process, where no revocation message reaches the server's layer."""
 
 import asyncio
 import json
@@ -10,8 +11,9 @@ import websockets
 from asgiref.sync import sync_to_async
 from websockets.exceptions import InvalidStatus
 
-from reasonflow.users.services import user_issue_tokens
+from reasonflow.users.services import user_change_password, user_issue_tokens, user_revoke_tokens
 from tests.support.live import LiveServer
+from tests.support.live_clients import close_code
 from tests.support.shared_db import live_database_url
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -128,3 +130,56 @@ async def test_new_sockets_from_one_address_are_rate_limited():
         other = await attempt(server.ws_url, VICTIM)
         assert other is not None
         await other.close()
+
+
+# --- revocation on the in-memory layer ---------------------------------------------------------
+
+STRONG = "quiet-lantern-orbit-73"
+
+
+def deactivate(user) -> None:
+    user.is_active = False
+    user.save()
+
+
+REVOCATIONS = {
+    "deactivation": deactivate,
+    "deletion": lambda user: user.delete(),
+    "logout": lambda user: user_revoke_tokens(user=user),
+    "password change": lambda user: user_change_password(user=user, new_password=STRONG),
+}
+
+
+async def test_a_revocation_in_another_process_closes_sockets_on_the_in_memory_layer(make_user):
+    # The server's catch-up interval is its default (5 s): "within a few seconds".
+    users = {kind: await sync_to_async(make_user)() for kind in [*REVOCATIONS, "bystander"]}
+    tokens = {
+        kind: (await sync_to_async(user_issue_tokens)(user=user))["access"]
+        for kind, user in users.items()
+    }
+    with shared_server() as server:
+        sockets = {}
+        for kind, token in tokens.items():
+            ws = await attempt(server.ws_url, VICTIM)
+            await authenticate(ws, token)
+            sockets[kind] = ws
+        started = time.monotonic()
+        for kind, revoke in REVOCATIONS.items():
+            await sync_to_async(revoke)(users[kind])
+
+        async def closed_after(kind: str) -> tuple[int, float]:
+            code = await close_code(sockets[kind], timeout=15)
+            return code, time.monotonic() - started
+
+        results = dict(
+            zip(REVOCATIONS, await asyncio.gather(*map(closed_after, REVOCATIONS)), strict=True)
+        )
+        assert {kind: code for kind, (code, _) in results.items()} == dict.fromkeys(
+            REVOCATIONS, 4002
+        )
+        print("\nclosed after: " + ", ".join(f"{k} {s:.2f} s" for k, (_, s) in results.items()))
+        assert max(seconds for _, seconds in results.values()) < 7, results
+        bystander = sockets["bystander"]
+        await bystander.send(json.dumps({"type": "ping"}))
+        assert json.loads(await asyncio.wait_for(bystander.recv(), 10)) == {"type": "pong"}
+        await bystander.close()
