@@ -47,7 +47,7 @@ def socket_closed(consumer) -> None:
     code = 1006 if code is None else code  # no close frame seen: abnormal closure
     duration = round(time.monotonic() - opened_at, 3)
     metrics.OPEN_CONNECTIONS.dec()
-    metrics.CONNECTIONS_CLOSED.labels(code=str(code)).inc()
+    metrics.CONNECTIONS_CLOSED.labels(code=metrics.close_code_label(code)).inc()
     user_id = None if consumer.user_id is None else str(consumer.user_id)
     if user_id is not None:
         metrics.AUTHENTICATED_USERS.set(len(registry.by_user))
