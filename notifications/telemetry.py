@@ -61,14 +61,29 @@ def socket_closed(consumer) -> None:
     )
 
 
+# A client hammering at a limit must not turn each refusal into a log line: at most one line a
+# second per reason, saying how many refusals it stands for (the metric counts every one).
+REFUSAL_LOG_INTERVAL = 1.0
+_refusals_logged_at: dict[str, float] = {}
+_refusals_unlogged: dict[str, int] = {}
+
+
 def socket_refused(reason: str, address: str | None) -> None:
     """An upgrade was refused before accept; `reason` is one of connections.REFUSED_*."""
     metrics.CONNECTIONS_REFUSED.labels(reason=reason).inc()
+    now = time.monotonic()
+    count = _refusals_unlogged.get(reason, 0) + 1
+    logged_at = _refusals_logged_at.get(reason)
+    if logged_at is not None and now - logged_at < REFUSAL_LOG_INTERVAL:
+        _refusals_unlogged[reason] = count
+        return
+    _refusals_logged_at[reason], _refusals_unlogged[reason] = now, 0
     access_log.info(
-        "websocket refused reason=%s client=%s",
+        "websocket refused reason=%s client=%s count=%d",
         reason,
         address,
-        extra={"event": "ws_refused", "reason": reason, "client": address},
+        count,
+        extra={"event": "ws_refused", "reason": reason, "client": address, "count": count},
     )
 
 

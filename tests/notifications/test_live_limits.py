@@ -75,6 +75,9 @@ async def test_an_address_holding_many_pending_sockets_does_not_lock_out_another
         assert time.monotonic() - started < 5
         assert await attempt(server.ws_url, ATTACKER) is None  # still full
         await close_all([*held, ws])
+        # 131 refusals, a few log lines (each says how many refusals it stands for).
+        refusals = [line for line in server.log().splitlines() if "websocket refused" in line]
+        assert 1 <= len(refusals) <= 6, refusals
 
 
 async def test_x_forwarded_for_counts_only_when_a_trusted_proxy_sends_it():
