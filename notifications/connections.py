@@ -30,8 +30,9 @@ REFUSED_RATE = "address_rate"  # the address opened too many sockets in a short 
 REFUSED_ADDRESS = "address_pending"  # the address has too many unauthenticated sockets
 REFUSED_PROCESS = "process_pending"  # the process has too many unauthenticated sockets
 
-# Buckets of this many addresses at most; past it the oldest is forgotten (an idle address's
-# bucket is full anyway, so forgetting it changes nothing).
+# Rate buckets of this many addresses at most. Refilled buckets are swept first (forgetting a
+# full bucket changes nothing); past it, the address seen first loses its bucket: to push a
+# busy one out, a client needs this many addresses active within one refill period.
 MAX_TRACKED_ADDRESSES = 100_000
 
 
