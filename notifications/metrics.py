@@ -73,7 +73,8 @@ CHANNEL_LAYER_SEND_FAILURES = Counter(
 _LABEL = re.compile(r"[^a-z0-9]+")
 
 # Label values never come from a client: a close code is one of these, else "other".
-# PROTOCOL §1's codes, and the standard ones (RFC 6455 §7.4.1, 1000-1015) that a browser, a
+# PROTOCOL §1's codes (consumers.CloseCode, which imports this module; a test keeps the two
+# equal), and the standard ones (RFC 6455 §7.4.1, 1000-1015) that a browser, a
 # proxy or the server's own protocol layer may close with (1006: no close frame at all).
 CONTRACT_CLOSE_CODES = frozenset({1000, 4000, 4001, 4002, 4008, 4009, 4010, 4012})
 STANDARD_CLOSE_CODES = frozenset(range(1000, 1016))

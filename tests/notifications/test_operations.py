@@ -16,6 +16,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from notifications import metrics
 from notifications.checks import check_channel_layer, check_secret_key
+from notifications.consumers import CloseCode
 from notifications.presence import (
     _write_database,
     presence_count_for_user,
@@ -146,6 +147,12 @@ async def test_close_codes_a_client_chooses_collapse_into_other():
     contract = {"1000", "4000", "4001", "4002", "4008", "4009", "4010", "4012"}
     standard = {str(code) for code in range(1000, 1016)}
     assert values <= contract | standard | {"other"}, values
+
+
+def test_the_close_code_labels_know_every_code_of_the_contract():
+    codes = {value for name, value in vars(CloseCode).items() if name.isupper()}
+    assert codes == metrics.CONTRACT_CLOSE_CODES
+    assert {metrics.close_code_label(code) for code in codes} == {str(code) for code in codes}
 
 
 def test_auth_failure_reasons_mint_a_bounded_set_of_label_values(monkeypatch):
