@@ -92,6 +92,9 @@ class Bench:
                 max(20, self.options.fanout_sockets, self.options.connections)
             ),
             "NOTIFICATIONS_MAX_PENDING": str(max(1000, self.options.connections)),
+            # Every load client connects from 127.0.0.1: no per-address limits.
+            "NOTIFICATIONS_MAX_PENDING_PER_IP": "0",
+            "NOTIFICATIONS_CONNECT_RATE_PER_IP": "0",
             "PYTHONUNBUFFERED": "1",
         }
         os.environ.update(self.env)

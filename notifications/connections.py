@@ -2,14 +2,17 @@
 graceful close.
 
 One registry per process. It bounds unauthenticated sockets (each costs memory before anyone
-is known), caps sockets per user, re-adds every member to its channel-layer group well within
-`group_expiry` (so a crashed process's members expire in minutes while healthy long-lived
-sockets never fall out), catches up sockets whose live messages the channel layer lost, and
-closes every socket with a chosen code at shutdown.
+is known) per process and per client address, limits new sockets per client address, caps
+sockets per user, re-adds every member to its channel-layer group well within `group_expiry`
+(so a crashed process's members expire in minutes while healthy long-lived sockets never fall
+out), catches up sockets whose live messages the channel layer lost, closes sockets whose
+token a change in any process revoked, and closes every socket with a chosen code at shutdown.
 """
 
 import asyncio
 import logging
+import socket
+import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
@@ -22,25 +25,151 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Why admit() refused a socket (also the label values of notify_connections_refused).
+REFUSED_RATE = "address_rate"  # the address opened too many sockets in a short time
+REFUSED_ADDRESS = "address_pending"  # the address has too many unauthenticated sockets
+REFUSED_PROCESS = "process_pending"  # the process has too many unauthenticated sockets
+
+# Rate buckets of this many addresses at most. Refilled buckets are swept first (forgetting a
+# full bucket changes nothing); past it, the address seen first loses its bucket: to push a
+# busy one out, a client needs this many addresses active within one refill period.
+MAX_TRACKED_ADDRESSES = 100_000
+
+
+def client_address(scope: dict) -> str | None:
+    """The address the per-client limits count a socket against: the ASGI client's host
+    (uvicorn has already replaced it with X-Forwarded-For's when the peer is a trusted proxy),
+    IPv6 grouped by /64 (one host usually owns a whole /64). None without a peer address
+    (in-process tests, unix sockets): only the process-wide limits apply."""
+    client = scope.get("client")
+    if not client or not client[0]:
+        return None
+    host = client[0]
+    if not _forwarding_checked:
+        _check_forwarding(scope, host)
+    if ":" not in host:
+        return host[:64]  # IPv4 as it is (or a proxy's non-address value, bounded)
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+    except OSError:
+        return host[:64]
+    if packed[:12] == _IPV4_MAPPED:
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    # socket, not ipaddress: a tenth of the cost on every connect of an IPv6 client.
+    return socket.inet_ntop(socket.AF_INET6, packed[:8] + bytes(8)) + "/64"
+
+
+_IPV4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+_forwarding_checked = False
+
+
+def _check_forwarding(scope: dict, host: str) -> None:
+    # An X-Forwarded-For that uvicorn did not apply came from a peer FORWARDED_ALLOW_IPS does
+    # not list: harmless from a client, but from our own proxy it means every client behind
+    # it shares the proxy's address (and its limits). Said once per process.
+    global _forwarding_checked
+    for name, value in scope.get("headers", ()):
+        if name == b"x-forwarded-for":
+            _forwarding_checked = True
+            if host not in value.decode("latin-1"):
+                logger.warning(
+                    "ignored X-Forwarded-For from %s: it is not in FORWARDED_ALLOW_IPS (%r). "
+                    "If it is your proxy, list it there, else all clients behind it share "
+                    "one address's limits.",
+                    host,
+                    settings.FORWARDED_ALLOW_IPS,
+                )
+            return
+
+
+class ConnectRates:
+    """A token bucket of new sockets per client address: NOTIFICATIONS_CONNECT_RATE_PER_IP a
+    second, bursts of NOTIFICATIONS_CONNECT_BURST_PER_IP. Memory stays bounded: buckets that
+    have refilled are forgotten (one sweep per refill period), and at most
+    MAX_TRACKED_ADDRESSES are kept."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, list[float]] = {}  # address -> [allowance, at]
+        self._swept_at = time.monotonic()
+
+    def allow(self, address: str) -> bool:
+        """Count one new socket from `address`; False when it is over its rate."""
+        rate = settings.NOTIFICATIONS_CONNECT_RATE_PER_IP
+        if rate <= 0:
+            return True
+        burst = float(settings.NOTIFICATIONS_CONNECT_BURST_PER_IP)
+        now = time.monotonic()
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            if now - self._swept_at >= burst / rate:
+                self._sweep(now, rate, burst)
+            if len(self._buckets) >= MAX_TRACKED_ADDRESSES:
+                del self._buckets[next(iter(self._buckets))]
+            bucket = self._buckets[address] = [burst, now]
+        else:
+            bucket[0] = min(burst, bucket[0] + (now - bucket[1]) * rate)
+            bucket[1] = now
+        if bucket[0] < 1:
+            return False
+        bucket[0] -= 1
+        return True
+
+    def _sweep(self, now: float, rate: float, burst: float) -> None:
+        self._swept_at = now
+        refilled = [
+            address
+            for address, (allowance, at) in self._buckets.items()
+            if allowance + (now - at) * rate >= burst
+        ]
+        for address in refilled:
+            del self._buckets[address]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
 
 class ConnectionRegistry:
     def __init__(self) -> None:
-        self.pending: set[NotificationConsumer] = set()
+        # Unauthenticated sockets, each with the address it counts against.
+        self.pending: dict[NotificationConsumer, str | None] = {}
+        self.pending_by_address: dict[str, int] = {}
+        self.connect_rates = ConnectRates()
         self.by_user: dict[object, set[NotificationConsumer]] = defaultdict(set)
         self._refresher: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
         self._emptied: asyncio.Event | None = None
 
-    def admit(self, consumer: "NotificationConsumer") -> bool:
-        """Register a socket that has not authenticated yet; False when too many are waiting."""
+    def admit(self, consumer: "NotificationConsumer", address: str | None) -> str | None:
+        """Register a socket that has not authenticated yet, from `address` (client_address());
+        or refuse it and say why (REFUSED_*). Every attempt counts against the address's rate."""
+        if address is not None:
+            if not self.connect_rates.allow(address):
+                return REFUSED_RATE
+            per_address = settings.NOTIFICATIONS_MAX_PENDING_PER_IP
+            if per_address > 0 and self.pending_by_address.get(address, 0) >= per_address:
+                return REFUSED_ADDRESS
         if len(self.pending) >= settings.NOTIFICATIONS_MAX_PENDING:
-            return False
-        self.pending.add(consumer)
-        return True
+            return REFUSED_PROCESS
+        self.pending[consumer] = address
+        if address is not None:
+            self.pending_by_address[address] = self.pending_by_address.get(address, 0) + 1
+        return None
+
+    def _leave_pending(self, consumer: "NotificationConsumer") -> None:
+        address = self.pending.pop(consumer, _NOT_PENDING)
+        if address is _NOT_PENDING or address is None:
+            return
+        left = self.pending_by_address[address] - 1
+        if left:
+            self.pending_by_address[address] = left
+        else:
+            del self.pending_by_address[address]
 
     def authenticate(self, consumer: "NotificationConsumer") -> bool:
         """Move a socket to its user's set; False when the user already has the maximum."""
-        self.pending.discard(consumer)
+        self._leave_pending(consumer)
         sockets = self.by_user[consumer.user_id]
         if len(sockets) >= settings.NOTIFICATIONS_MAX_CONNECTIONS_PER_USER:
             if not sockets:
@@ -51,7 +180,7 @@ class ConnectionRegistry:
         return True
 
     def remove(self, consumer: "NotificationConsumer") -> None:
-        self.pending.discard(consumer)
+        self._leave_pending(consumer)
         sockets = self.by_user.get(consumer.user_id)
         if sockets is not None:
             sockets.discard(consumer)
@@ -98,22 +227,45 @@ class ConnectionRegistry:
         # this watch covers the last event before a quiet spell. Each tick reads the newest
         # ids of all connected users (one query per 1,000 users) and has every socket that is
         # still behind an id seen a whole tick earlier catch up from the store.
-        from notifications.selectors import event_latest_ids_for_users
+        # The same rows carry what the token policy reads of each user: a logout, password
+        # change, deactivation or deletion made where no revocation message reaches this
+        # process (another process on the in-memory layer, a raw UPDATE) closes the socket
+        # here, within a tick.
+        from notifications.selectors import users_token_states_with_latest_ids
 
         while True:
             await asyncio.sleep(settings.NOTIFICATIONS_CATCHUP_INTERVAL)
             try:
+                # Sockets that authenticate after this line are left to the next tick: they
+                # were checked against a row at least as new as the one read below.
+                sockets = self.authenticated()
                 user_ids = list(self.by_user)
-                latest: dict = {}
+                found: dict = {}
                 for start in range(0, len(user_ids), 1000):
-                    latest |= await read_from_database(event_latest_ids_for_users)(
+                    found |= await read_from_database(users_token_states_with_latest_ids)(
                         user_ids=user_ids[start : start + 1000]
                     )
-                behind = []
-                for consumer in self.authenticated():
+                behind, revoked = [], []
+                verdicts: dict = {}  # (user id, claims) -> passes: one check per token kind
+                for consumer in sockets:
+                    if consumer.closing:
+                        continue
+                    state, latest = found.get(consumer.user_id, (None, 0))
+                    key = (consumer.user_id, consumer.claims)
+                    passes = verdicts.get(key)
+                    if passes is None:
+                        passes = verdicts[key] = state is not None and consumer.token_passes(state)
+                    if not passes:
+                        revoked.append(consumer)
+                        continue
                     if consumer.last_sent < consumer.watch_target:
                         behind.append(consumer)
-                    consumer.watch_target = latest.get(consumer.user_id, 0)
+                    consumer.watch_target = latest
+                if revoked:
+                    logger.info("closing %d socket(s) whose token was revoked", len(revoked))
+                    await asyncio.gather(
+                        *(consumer.revoke() for consumer in revoked), return_exceptions=True
+                    )
                 if behind:
                     logger.info("catching up %d socket(s) the channel layer missed", len(behind))
                     await asyncio.gather(
@@ -132,5 +284,7 @@ class ConnectionRegistry:
                 except Exception:
                     logger.warning("group refresh failed for %s", consumer.group, exc_info=True)
 
+
+_NOT_PENDING = object()
 
 registry = ConnectionRegistry()

@@ -15,18 +15,22 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework_simplejwt.settings import api_settings
 
 from notifications import selectors, telemetry
 from notifications.auth import (
     TokenRejected,
-    authenticate_access_token,
     authenticate_loaded_user,
+    authenticate_validated_token,
     validate_access_token,
 )
-from notifications.connections import registry
+from notifications.connections import REFUSED_PROCESS, client_address, registry
 from notifications.db import BatchedRead, read_from_database
 from notifications.events import format_timestamp
 from notifications.publish import MESSAGE_TYPE, REVOKE_TYPE, user_group_name
+from reasonflow.users.authentication import JWTAuthentication
+from reasonflow.users.tokens import VERSION_CLAIM
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +61,25 @@ def _read_connecting_users(requests):
 
 # Every connecting socket's database visit; a reconnect rush is served a batch per query.
 _connecting_user = BatchedRead(_read_connecting_users)
+
+_ABSENT = object()  # a claim the token does not have (unlike one that is null)
+
+
+def _policy_claim_names() -> tuple[str, ...]:
+    # What JWTAuthentication.check_user reads of a token: an open socket keeps these claims,
+    # not its whole token, so the delivery watch can check it again (pinned by test_hardening's
+    # test_the_delivery_watch_keeps_sockets_whose_tokens_still_pass).
+    return (VERSION_CLAIM, api_settings.REVOKE_TOKEN_CLAIM)
+
+
+def _policy_claims(validated) -> tuple:
+    payload = validated.payload
+    return tuple(payload.get(name, _ABSENT) for name in _policy_claim_names())
+
+
+def _authenticate_refresh(token: str):
+    validated, _ = validate_access_token(token)
+    return authenticate_validated_token(validated), _policy_claims(validated)
 
 
 class NotificationConsumer(AsyncJsonWebsocketConsumer):
@@ -90,6 +113,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         # one at a time, so ids never interleave.
         self._send_lock = asyncio.Lock()
         self.watch_target = 0
+        self.claims: tuple = ()  # _policy_claims() of the token in use
         self.opened_at: float | None = None  # telemetry: accepted at (monotonic), close code
         self.close_code: int | None = None
         self.channel_name: str | None = None
@@ -238,9 +262,15 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     # --- WebSocket lifecycle --------------------------------------------------------------
 
     async def websocket_connect(self, message):
-        if not registry.admit(self):
+        address = client_address(self.scope)
+        refused = registry.admit(self, address)
+        if refused is not None:
             # Refuse before accepting (HTTP 403): unauthenticated sockets cost memory.
-            logger.warning("refused a socket: %d unauthenticated already", len(registry.pending))
+            if refused == REFUSED_PROCESS:
+                logger.warning(
+                    "refused a socket: %d unauthenticated already", len(registry.pending)
+                )
+            telemetry.socket_refused(refused, address)
             self.closing = True
             await self.close()
             return
@@ -307,6 +337,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
                 return
             if self.closing:
                 return
+            self.claims = _policy_claims(validated)
             self._cancel_timer()
             self.user_id = auth.user.id
             self._user_key = str(self.user_id)  # as layer messages carry it
@@ -389,7 +420,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             await self.close_with(CloseCode.INVALID_TOKEN)
             return
         try:
-            auth = await read_from_database(authenticate_access_token)(token)
+            auth, claims = await read_from_database(_authenticate_refresh)(token)
         except TokenRejected as exc:
             telemetry.auth_failed(f"refresh {exc.reason}")
             await self.close_with(CloseCode.INVALID_TOKEN)
@@ -400,6 +431,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             await self.close_with(CloseCode.INVALID_TOKEN)
             return
         self.expires_at = auth.expires_at  # the old deadline must not fire meanwhile
+        self.claims = claims
         self._cancel_timer()
         await self._send_json(
             {"type": "token_refreshed", "expires_at": format_timestamp(auth.expires_at)}
@@ -444,6 +476,23 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         async with self._send_lock:
             pass
         if message.get("user_id") == self._user_key:
+            await self.revoke()
+
+    def token_passes(self, user) -> bool:
+        """True while this socket's token passes the token policy (the checks REST applies)
+        against `user` as stored now (a model or a selectors.UserTokenState)."""
+        kept = zip(_policy_claim_names(), self.claims, strict=True)
+        claims = {name: value for name, value in kept if value is not _ABSENT}
+        try:
+            JWTAuthentication.check_user(claims, user)
+        except AuthenticationFailed:
+            return False
+        return True
+
+    async def revoke(self) -> None:
+        """Close 4002: the user's tokens were revoked (logout, password change, deactivation,
+        deletion)."""
+        if not self.closing:
             logger.info("websocket closed: tokens of user %s revoked", self.user_id)
             await self.close_with(CloseCode.INVALID_TOKEN)
 

@@ -37,7 +37,15 @@ CONNECTIONS_ACCEPTED = Counter(
     "notify_connections_accepted", "WebSocket connections accepted (upgrade completed)."
 )
 CONNECTIONS_CLOSED = Counter(
-    "notify_connections_closed", "WebSocket connections closed, by close code.", ["code"]
+    "notify_connections_closed",
+    "WebSocket connections closed, by close code (codes outside the contract's: other).",
+    ["code"],
+)
+CONNECTIONS_REFUSED = Counter(
+    "notify_connections_refused",
+    "WebSocket upgrades refused with 403 before accept, by limit (address_rate, "
+    "address_pending, process_pending).",
+    ["reason"],
 )
 AUTH_FAILURES = Counter(
     "notify_auth_failures", "WebSocket authentication failures, by reason.", ["reason"]
@@ -64,10 +72,34 @@ CHANNEL_LAYER_SEND_FAILURES = Counter(
 
 _LABEL = re.compile(r"[^a-z0-9]+")
 
+# Label values never come from a client: a close code is one of these, else "other".
+# PROTOCOL §1's codes (consumers.CloseCode, which imports this module; a test keeps the two
+# equal), and the standard ones (RFC 6455 §7.4.1, 1000-1015) that a browser, a
+# proxy or the server's own protocol layer may close with (1006: no close frame at all).
+CONTRACT_CLOSE_CODES = frozenset({1000, 4000, 4001, 4002, 4008, 4009, 4010, 4012})
+STANDARD_CLOSE_CODES = frozenset(range(1000, 1016))
+_CLOSE_CODE_LABELS = {code: str(code) for code in CONTRACT_CLOSE_CODES | STANDARD_CLOSE_CODES}
+OTHER = "other"
+# Auth failure reasons are code literals of ours and simplejwt's (about fifteen); should a
+# new one ever carry something variable, the distinct values still stop here.
+MAX_REASON_LABELS = 32
+_reason_labels: set[str] = set()
+
+
+def close_code_label(code: object) -> str:
+    """The label value of a close code: itself when the contract or RFC 6455 names it."""
+    return _CLOSE_CODE_LABELS.get(code, OTHER) if type(code) is int else OTHER
+
 
 def reason_label(reason: str) -> str:
-    """A bounded, log- and label-safe slug of an auth failure reason (they are code literals)."""
-    return _LABEL.sub("_", reason.lower()).strip("_")[:48] or "unknown"
+    """A bounded, log- and label-safe slug of an auth failure reason: at most 48 characters,
+    at most MAX_REASON_LABELS distinct values per process (then "other")."""
+    label = _LABEL.sub("_", reason.lower()).strip("_")[:48] or "unknown"
+    if label not in _reason_labels:
+        if len(_reason_labels) >= MAX_REASON_LABELS:
+            return OTHER
+        _reason_labels.add(label)
+    return label
 
 
 def _multiprocess_dir() -> str | None:

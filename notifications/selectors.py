@@ -28,11 +28,28 @@ def event_latest_id_for_user(*, user_id: uuid.UUID) -> int:
     return row[0] if row else 0
 
 
-def event_latest_ids_for_users(*, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """The newest event id of each of these users that has any event."""
-    return dict(
-        EventCounter.objects.filter(user_id__in=user_ids).values_list("user_id", "last_event_id")
-    )
+@dataclass(frozen=True, slots=True)
+class UserTokenState:
+    """What the token policy (reasonflow.users.authentication.check_user) reads of a user, as
+    stored now: enough to re-check an open socket's token without building a model."""
+
+    id: uuid.UUID
+    is_active: bool
+    password: str
+    token_version: int
+
+
+def users_token_states_with_latest_ids(
+    *, user_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, tuple[UserTokenState, int]]:
+    """For each of these users that still exists (a deleted one is missing): their token
+    state and their newest event id (0 when none). One query."""
+    if not user_ids:
+        return {}
+    return {
+        user_id: (UserTokenState(user_id, is_active, password, version), latest or 0)
+        for user_id, is_active, password, version, latest in _policy_rows(user_ids=user_ids)
+    }
 
 
 def event_list_for_user(
@@ -88,7 +105,22 @@ def connecting_users_with_resume_points(
 
 
 def _users_with_latest_event_ids(*, user_ids: set[uuid.UUID]) -> dict:
-    """{user id: (user with the policy fields, newest event id)} for the users that exist.
+    """{user id: (user with the policy fields, newest event id)} for the users that exist."""
+    user_model = get_user_model()
+    meta = user_model._meta
+    # from_db() takes the loaded values in the model's field order.
+    names = [field.attname for field in meta.concrete_fields if field.attname in _POLICY_FIELDS]
+    found = {}
+    for *policy_values, latest in _policy_rows(user_ids=user_ids):
+        loaded = dict(zip(_POLICY_FIELDS, policy_values, strict=True))
+        user = user_model.from_db(connection.alias, names, [loaded[name] for name in names])
+        found[user.pk] = (user, latest or 0)
+    return found
+
+
+def _policy_rows(*, user_ids: Iterable[uuid.UUID]) -> list[tuple]:
+    """(id, is_active, password, token_version, newest event id or None) of each user that
+    exists, typed as the ORM would (UUID id, bool is_active) on every database.
 
     Raw SQL: it runs for every connecting socket, and building the ORM query cost more than
     running it.
@@ -97,28 +129,22 @@ def _users_with_latest_event_ids(*, user_ids: set[uuid.UUID]) -> dict:
     quote = connection.ops.quote_name
     meta = user_model._meta
     columns = ", ".join(f"u.{quote(meta.get_field(name).column)}" for name in _POLICY_FIELDS)
-    placeholders = ", ".join(["%s"] * len(user_ids))
+    params = [meta.pk.get_db_prep_value(user_id, connection) for user_id in user_ids]
+    placeholders = ", ".join(["%s"] * len(params))
     sql = (
         f"SELECT {columns}, c.last_event_id FROM {quote(meta.db_table)} u "  # noqa: S608
         f"LEFT JOIN {quote(EventCounter._meta.db_table)} c "
         f"ON c.{quote(EventCounter._meta.pk.column)} = u.{quote(meta.pk.column)} "
         f"WHERE u.{quote(meta.pk.column)} IN ({placeholders})"
     )
-    params = [meta.pk.get_db_prep_value(user_id, connection) for user_id in user_ids]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    # from_db() takes the loaded values in the model's field order.
-    names = [field.attname for field in meta.concrete_fields if field.attname in _POLICY_FIELDS]
-    found = {}
-    for row in rows:
-        *policy_values, latest = row
-        loaded = dict(zip(_POLICY_FIELDS, policy_values, strict=True))
-        loaded["id"] = meta.pk.to_python(loaded["id"])  # SQLite returns the hex string
-        loaded["is_active"] = bool(loaded["is_active"])  # and 0/1
-        user = user_model.from_db(connection.alias, names, [loaded[name] for name in names])
-        found[user.pk] = (user, latest or 0)
-    return found
+    to_uuid = meta.pk.to_python  # SQLite returns the hex string
+    return [
+        (to_uuid(user_id), bool(is_active), password, version, latest)  # and 0/1
+        for user_id, is_active, password, version, latest in rows
+    ]
 
 
 def _kept_events(wanted: set[tuple[uuid.UUID, int]]) -> set[tuple[uuid.UUID, int]]:

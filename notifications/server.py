@@ -58,7 +58,10 @@ def server_config(*, host: str, port: int, **overrides) -> uvicorn.Config:
         "timeout_graceful_shutdown": settings.NOTIFICATIONS_SHUTDOWN_GRACE + 5,
         "log_level": "warning",
         "access_log": False,
-        "proxy_headers": True,
+        # X-Forwarded-For/-Proto count only from the proxies listed in FORWARDED_ALLOW_IPS
+        # (uvicorn takes the right-most address that is not one of them); with none listed
+        # the headers are ignored, so no client can choose the address its limits count on.
+        "proxy_headers": bool(settings.FORWARDED_ALLOW_IPS),
         "forwarded_allow_ips": settings.FORWARDED_ALLOW_IPS,
     }
     options.update(overrides)

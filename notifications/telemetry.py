@@ -47,7 +47,7 @@ def socket_closed(consumer) -> None:
     code = 1006 if code is None else code  # no close frame seen: abnormal closure
     duration = round(time.monotonic() - opened_at, 3)
     metrics.OPEN_CONNECTIONS.dec()
-    metrics.CONNECTIONS_CLOSED.labels(code=str(code)).inc()
+    metrics.CONNECTIONS_CLOSED.labels(code=metrics.close_code_label(code)).inc()
     user_id = None if consumer.user_id is None else str(consumer.user_id)
     if user_id is not None:
         metrics.AUTHENTICATED_USERS.set(len(registry.by_user))
@@ -58,6 +58,32 @@ def socket_closed(consumer) -> None:
         code,
         duration,
         extra={"event": "ws_close", "user_id": user_id, "close_code": code, "duration_s": duration},
+    )
+
+
+# A client hammering at a limit must not turn each refusal into a log line: at most one line a
+# second per reason, saying how many refusals it stands for (the metric counts every one).
+REFUSAL_LOG_INTERVAL = 1.0
+_refusals_logged_at: dict[str, float] = {}
+_refusals_unlogged: dict[str, int] = {}
+
+
+def socket_refused(reason: str, address: str | None) -> None:
+    """An upgrade was refused before accept; `reason` is one of connections.REFUSED_*."""
+    metrics.CONNECTIONS_REFUSED.labels(reason=reason).inc()
+    now = time.monotonic()
+    count = _refusals_unlogged.get(reason, 0) + 1
+    logged_at = _refusals_logged_at.get(reason)
+    if logged_at is not None and now - logged_at < REFUSAL_LOG_INTERVAL:
+        _refusals_unlogged[reason] = count
+        return
+    _refusals_logged_at[reason], _refusals_unlogged[reason] = now, 0
+    access_log.info(
+        "websocket refused reason=%s client=%s count=%d",
+        reason,
+        address,
+        count,
+        extra={"event": "ws_refused", "reason": reason, "client": address, "count": count},
     )
 
 

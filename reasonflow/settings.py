@@ -308,11 +308,20 @@ NOTIFICATIONS_SEND_TIMEOUT = float(os.environ.get("NOTIFICATIONS_SEND_TIMEOUT", 
 NOTIFICATIONS_GROUP_REFRESH = float(os.environ.get("NOTIFICATIONS_GROUP_REFRESH", "60"))
 NOTIFICATIONS_CATCHUP_INTERVAL = float(os.environ.get("NOTIFICATIONS_CATCHUP_INTERVAL", "5"))
 NOTIFICATIONS_SHUTDOWN_GRACE = float(os.environ.get("NOTIFICATIONS_SHUTDOWN_GRACE", "5"))
-FORWARDED_ALLOW_IPS = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # A killed process's sockets leave every presence count within this many seconds.
 NOTIFICATIONS_PRESENCE_TTL = float(os.environ.get("NOTIFICATIONS_PRESENCE_TTL", "45"))
 # /readyz gives up on the database or the channel layer after this many seconds.
 NOTIFICATIONS_READY_TIMEOUT = float(os.environ.get("NOTIFICATIONS_READY_TIMEOUT", "2"))
+
+# --- Notifications: per-client limits -------------------------------------------------------
+# The client is the peer's address, or what X-Forwarded-For says when the peer is one of the
+# proxies in FORWARDED_ALLOW_IPS (comma-separated addresses or networks, "*" for any; uvicorn's
+# rule: the right-most entry that is not itself a trusted proxy). Empty (the default): no
+# proxy is trusted and the header is ignored. IPv6 clients count per /64. 0 turns a limit off.
+FORWARDED_ALLOW_IPS = os.environ.get("FORWARDED_ALLOW_IPS", "").strip()
+NOTIFICATIONS_MAX_PENDING_PER_IP = env_int("NOTIFICATIONS_MAX_PENDING_PER_IP", 50)
+NOTIFICATIONS_CONNECT_RATE_PER_IP = float(os.environ.get("NOTIFICATIONS_CONNECT_RATE_PER_IP", "20"))
+NOTIFICATIONS_CONNECT_BURST_PER_IP = env_int("NOTIFICATIONS_CONNECT_BURST_PER_IP", 100)
 
 # --- Operations: /metrics access (a Bearer token, or a client address in the allowlist) -------
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")

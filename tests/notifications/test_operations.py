@@ -14,7 +14,9 @@ import websockets
 from django.core.management import call_command
 from rest_framework_simplejwt.tokens import AccessToken
 
+from notifications import metrics
 from notifications.checks import check_channel_layer
+from notifications.consumers import CloseCode
 from notifications.presence import (
     _write_database,
     presence_count_for_user,
@@ -25,7 +27,7 @@ from tests.conftest import MEMORY_LAYER
 from tests.support.live import LiveServer
 from tests.support.redis import RedisServer
 from tests.support.shared_db import live_database_url
-from tests.support.ws import connect
+from tests.support.ws import connect, open_socket
 
 
 def http(url: str, *, token: str | None = None, timeout: float = 15) -> tuple[int, str]:
@@ -119,6 +121,47 @@ def test_metrics_need_an_allowed_address_or_the_token(client, settings):
     assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
     settings.METRICS_TOKEN = ""
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer ").status_code == 403
+
+
+# --- bounded labels ----------------------------------------------------------------------------
+
+
+def label_values(counter, label: str) -> set[str]:
+    return {
+        sample.labels[label]
+        for metric in counter.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("memory_layer")
+async def test_close_codes_a_client_chooses_collapse_into_other():
+    for code in [*range(3900, 3950), *range(4100, 4150), 4999, 1001, 1000]:
+        comm = await open_socket()
+        await comm.send_input({"type": "websocket.disconnect", "code": code})
+        await comm.wait(5)
+    values = label_values(metrics.CONNECTIONS_CLOSED, "code")
+    assert {"other", "1000", "1001"} <= values
+    contract = {"1000", "4000", "4001", "4002", "4008", "4009", "4010", "4012"}
+    standard = {str(code) for code in range(1000, 1016)}
+    assert values <= contract | standard | {"other"}, values
+
+
+def test_the_close_code_labels_know_every_code_of_the_contract():
+    codes = {value for name, value in vars(CloseCode).items() if name.isupper()}
+    assert codes == metrics.CONTRACT_CLOSE_CODES
+    assert {metrics.close_code_label(code) for code in codes} == {str(code) for code in codes}
+
+
+def test_auth_failure_reasons_mint_a_bounded_set_of_label_values(monkeypatch):
+    monkeypatch.setattr(metrics, "_reason_labels", set())  # this process's others stay apart
+    labels = {metrics.reason_label(f"refresh custom reason {n}") for n in range(200)}
+    assert len(labels) == metrics.MAX_REASON_LABELS + 1
+    assert "other" in labels
+    assert metrics.reason_label("token_not_valid") == "other"  # the 33rd distinct one
+    assert all(len(label) <= 48 for label in labels)
 
 
 # --- end to end: metrics and the access log move with sockets, events and auth failures --------
