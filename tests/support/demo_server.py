@@ -124,6 +124,19 @@ class DemoServer:
         )
         return [int(part) for part in out.split()]
 
+    def issue_tokens(self, email: str = DEMO_EMAIL) -> dict:
+        """A token pair minted in another process on this server's database (no REST call,
+        so it works while the login's throttle store, Redis, is unreachable)."""
+        return json.loads(
+            self.run_django(
+                "import json\n"
+                "from reasonflow.users.selectors import user_get_by_identifier\n"
+                "from reasonflow.users.services import user_issue_tokens\n"
+                f"user = user_get_by_identifier(identifier={email!r})\n"
+                "print(json.dumps(user_issue_tokens(user=user)))"
+            )
+        )
+
     def login(self, email: str = DEMO_EMAIL, password: str = DEMO_PASSWORD) -> dict:
         status, body = api(
             self.http_url, "POST", "auth/login", body={"email": email, "password": password}

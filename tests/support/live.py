@@ -70,7 +70,7 @@ class LiveServer:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                urllib.request.urlopen(f"{self.http_url}/api/v1/auth/login", timeout=1)  # noqa: S310
+                urllib.request.urlopen(f"{self.http_url}/healthz", timeout=1)  # noqa: S310
             except urllib.error.HTTPError:
                 return self  # any HTTP answer means the server is up
             except OSError:
