@@ -38,7 +38,9 @@ from bench.infra import (
     ThrowawayDatabase,
     pin,
     private_redis,
+    production_environment,
     raise_fd_limit,
+    setup_django,
 )
 
 PASSWORD = "bench-correct-password-7f3a9c"  # noqa: S105
@@ -95,21 +97,9 @@ class Rig:
         self.redis = private_redis()
         self.env = {
             **os.environ,
-            "DATABASE_URL": self.db.url,
-            "REDIS_URL": self.redis.url,
-            "DJANGO_SETTINGS_MODULE": "reasonflow.settings",
-            "DEBUG": "0",
-            "SECRET_KEY": secrets.token_urlsafe(64),
-            "LOG_LEVEL": "WARNING",
-            "PYTHONUNBUFFERED": "1",
+            **production_environment(database_url=self.db.url, redis_url=self.redis.url),
         }
-        os.environ.update(self.env)
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", interactive=False, verbosity=0)
+        setup_django(self.env)
         return self
 
     def start_server(self) -> ServerProcess:

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import os
 import resource
+import secrets
 import signal
 import socket
 import subprocess
@@ -97,6 +98,33 @@ class ThrowawayDatabase:
         with self._admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
         self.created = False
+
+
+def production_environment(*, database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment every process of a run shares: production settings (DEBUG off, a fresh
+    signing key, quiet logs) on the run's database and Redis."""
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "DJANGO_SETTINGS_MODULE": "reasonflow.settings",
+        # Production runs without DEBUG (which would also keep every SQL query in memory).
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+def setup_django(env: dict[str, str]) -> None:
+    """Set up Django in this process on `env` and migrate the run's database."""
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
 
 
 # --- /proc and Redis readings --------------------------------------------------------------

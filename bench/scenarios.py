@@ -26,7 +26,9 @@ from bench.infra import (
     ServerProcess,
     ThrowawayDatabase,
     private_redis,
+    production_environment,
     redis_cpu,
+    setup_django,
 )
 
 P99_LIMIT_MS = 50.0
@@ -76,34 +78,22 @@ class Bench:
     def setup(self) -> "Bench":
         self.db.create()
         self.redis = private_redis()
-        self.env = {
-            "DATABASE_URL": self.db.url,
-            "REDIS_URL": self.redis.url,
-            "DJANGO_SETTINGS_MODULE": "reasonflow.settings",
-            "CHANNEL_LAYER": self.options.layer,
-            # Production runs without DEBUG (which would also keep every SQL query in memory).
-            "DEBUG": "0",
-            "SECRET_KEY": secrets.token_hex(32),
-            "LOG_LEVEL": "WARNING",
-            "JWT_ACCESS_LIFETIME_SECONDS": "7200",
+        self.env = production_environment(
+            database_url=self.db.url,
+            redis_url=self.redis.url,
+            CHANNEL_LAYER=self.options.layer,
+            JWT_ACCESS_LIFETIME_SECONDS="7200",
             # One user holds every fanout socket; the connection ramp keeps up to
             # `concurrency` sockets unauthenticated at once.
-            "NOTIFICATIONS_MAX_CONNECTIONS_PER_USER": str(
+            NOTIFICATIONS_MAX_CONNECTIONS_PER_USER=str(
                 max(20, self.options.fanout_sockets, self.options.connections)
             ),
-            "NOTIFICATIONS_MAX_PENDING": str(max(1000, self.options.connections)),
+            NOTIFICATIONS_MAX_PENDING=str(max(1000, self.options.connections)),
             # Every load client connects from 127.0.0.1: no per-address limits.
-            "NOTIFICATIONS_MAX_PENDING_PER_IP": "0",
-            "NOTIFICATIONS_CONNECT_RATE_PER_IP": "0",
-            "PYTHONUNBUFFERED": "1",
-        }
-        os.environ.update(self.env)
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", interactive=False, verbosity=0)
+            NOTIFICATIONS_MAX_PENDING_PER_IP="0",
+            NOTIFICATIONS_CONNECT_RATE_PER_IP="0",
+        )
+        setup_django(self.env)
         return self
 
     def close(self) -> None:

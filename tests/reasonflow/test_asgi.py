@@ -11,6 +11,7 @@ import pytest
 
 from reasonflow.asgi import application
 from tests.conftest import PASSWORD
+from tests.support.asgi import http_scope
 from tests.support.live import LiveServer
 
 LIMIT = 1024 * 1024
@@ -20,20 +21,7 @@ CHUNK = 64 * 1024
 
 async def call(path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes]]):
     """Run one HTTP request through the ASGI application: (status, JSON body, chunks read)."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers],
-        "client": ("127.0.0.1", 40000),
-        "server": ("testserver", 80),
-    }
+    scope = http_scope(path, headers=headers)
     read = 0
     sent = []
 

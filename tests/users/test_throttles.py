@@ -24,6 +24,7 @@ from rest_framework.test import APIClient
 from reasonflow.users.models import User
 from reasonflow.users.throttles import Refusals, ThrottleGate, refusals
 from tests.conftest import PASSWORD
+from tests.support.asgi import http_scope
 from tests.support.redis import RedisServer, SentinelServer, free_port
 
 pytestmark = pytest.mark.django_db
@@ -378,24 +379,9 @@ async def asgi_post(path: str, body: dict, client: tuple[str, int]) -> tuple[int
     from reasonflow.asgi import application
 
     payload = json.dumps(body).encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-        ],
-        "client": client,
-        "server": ("testserver", 80),
-    }
+    scope = http_scope(
+        path, client=client, headers=[(b"content-length", str(len(payload)).encode())]
+    )
     communicator = ApplicationCommunicator(application, scope)
     await communicator.send_input({"type": "http.request", "body": payload, "more_body": False})
     start = await communicator.receive_output(10)
