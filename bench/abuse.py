@@ -182,20 +182,18 @@ async def _measure(port: int, token: str, user_id: str, seconds: float) -> dict:
 
     health: list[float] = []
     timeline: list[tuple[float, float]] = []
-    delivery: list[float] = []
     published: dict[int, float] = {}
+    received: dict[int, float] = {}
     url = f"ws://127.0.0.1:{port}/api/v1/notifications/ws"
     async with websockets.connect(url, max_size=None) as ws:
         await ws.send(json.dumps({"token": token}))
         assert json.loads(await ws.recv())["type"] == "connected"
 
         async def receive() -> None:
+            # An event can reach the socket before its publisher has noted the start time:
+            # match them up afterwards.
             async for frame in ws:
-                now = time.perf_counter()
-                envelope = json.loads(frame)
-                started = published.get(envelope.get("id"))
-                if started is not None:
-                    delivery.append((now - started) * 1000)
+                received[json.loads(frame).get("id")] = time.perf_counter()
 
         def publish() -> None:
             started = time.perf_counter()
@@ -220,6 +218,11 @@ async def _measure(port: int, token: str, user_id: str, seconds: float) -> dict:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
+    delivery = [
+        (received[event_id] - started) * 1000
+        for event_id, started in published.items()
+        if event_id in received
+    ]
     return {
         "healthz_ms": {"p50": percentile(health, 0.5), "p99": percentile(health, 0.99)},
         "delivery_ms": {"p50": percentile(delivery, 0.5), "p99": percentile(delivery, 0.99)},

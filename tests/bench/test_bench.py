@@ -114,3 +114,25 @@ def test_every_server_has_a_core_of_its_own(report):
     for scenario in ("connections", "throughput", "fanout", "mixed"):
         for result in report["scenarios"][scenario].values():
             assert result["open"]["server_cpus"] == [SERVER_CPU]
+
+
+def test_the_abuse_measurements_run_and_show_the_limits_holding():
+    """bench.abuse (README, Guarantees): the lockout, refresh-race and pending-flood figures,
+    small, against a real production-mode server."""
+    if not postgres_answers():
+        pytest.skip(f"the benchmark needs PostgreSQL at {POSTGRES_ADMIN_URL}")
+    command = [sys.executable, "-m", "bench.abuse", "lockout", "refresh-race", "pending-flood"]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=280, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    decoder, text, results = json.JSONDecoder(), done.stdout, {}
+    while text.strip():
+        value, end = decoder.raw_decode(text.lstrip())
+        results.update(value)
+        text = text.lstrip()[end:]
+    assert results["lockout"]["first_429_at"] == 11
+    assert results["refresh-race"]["succeeded"] == 1
+    flood = results["pending-flood"]
+    assert flood["flood_open"] == 50 and flood["flood_refused_403"] == 1150
+    assert flood["other_address_got"] == "connected"
