@@ -14,7 +14,7 @@ from django.utils.html import format_html
 
 from notifications.events import EventPayloadError, EventType, build_payload, sample_data
 from notifications.models import Event
-from notifications.presence import (
+from notifications.realtime.presence import (
     PresenceUnavailable,
     presence_count_for_user,
     presence_counts_for_users,

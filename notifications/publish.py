@@ -23,9 +23,9 @@ from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.utils import timezone
 
-from notifications import telemetry
 from notifications.events import EventType, build_payload
 from notifications.models import Event, EventCounter, dump_json, envelope_json
+from notifications.realtime import telemetry
 
 logger = logging.getLogger(__name__)
 

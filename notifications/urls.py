@@ -2,7 +2,7 @@
 
 from django.urls import re_path
 
-from notifications.views import EventListApi, StatusApi, TestEventApi
+from notifications.apis import EventListApi, StatusApi, TestEventApi
 
 urlpatterns = [
     re_path(r"^events/?$", EventListApi.as_view(), name="notifications-events"),

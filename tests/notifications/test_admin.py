@@ -10,7 +10,7 @@ from django.urls import reverse
 from emails.models import BatchJob
 from notifications import services
 from notifications.models import Event
-from notifications.presence import _write_database
+from notifications.realtime.presence import _write_database
 from tests.emails.factories import DraftFactory, EmailFactory
 
 # Presence is kept in the database when the channel layer is not Redis; these tests write

@@ -1,5 +1,5 @@
-"""The connect path's database visit: notifications.db.BatchedRead, which serves the sockets
-that connect at once with one query, and the selector it runs."""
+"""The connect path's database visit: notifications.realtime.database.BatchedRead, which serves
+the sockets that connect at once with one query, and the selector it runs."""
 
 import asyncio
 import threading
@@ -9,10 +9,10 @@ from asgiref.sync import sync_to_async
 from django.db import OperationalError
 
 from notifications import selectors
-from notifications.db import BatchedRead
 from notifications.events import EventType, sample_data
 from notifications.models import Event
 from notifications.publish import publish_event
+from notifications.realtime.database import BatchedRead
 from notifications.selectors import ResumePoint
 from tests.conftest import access_token_for
 from tests.support.ws import connect

@@ -1,4 +1,4 @@
-"""notifications/client.py against a live server: events in order, resume across a server
+"""notifications/clients/python.py against a live server: events in order, resume across a server
 restart with no loss and no duplicate, the token callback on 4001/4002, backoff bounds,
 keepalive and in-band token refresh."""
 
@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from notifications.client import (
+from notifications.clients.python import (
     AuthenticationFailed,
     NotificationClient,
     StateChange,

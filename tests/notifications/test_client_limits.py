@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from notifications import connections
-from notifications.connections import ConnectRates, client_address, registry
+from notifications.realtime import connections
+from notifications.realtime.connections import ConnectRates, client_address, registry
 from tests.conftest import access_token_for
 from tests.support.ws import communicator, expect_close
 

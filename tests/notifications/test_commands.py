@@ -12,8 +12,8 @@ from django.db import connection
 from django.utils import timezone
 
 from notifications import services
-from notifications.auth import authenticate_access_token
 from notifications.models import Event
+from notifications.realtime.auth import authenticate_access_token
 from reasonflow.users.services import user_issue_tokens
 from tests.conftest import access_token_for
 from tests.support.live import LiveServer

@@ -6,7 +6,7 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
-from notifications.layers import RedisPubSubChannelLayer
+from notifications.realtime.layers import RedisPubSubChannelLayer
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ import websockets
 from django.core.management import call_command
 from rest_framework_simplejwt.tokens import AccessToken
 
-from notifications import metrics
-from notifications.checks import check_channel_layer
-from notifications.consumers import CloseCode
-from notifications.presence import (
+from notifications.operations import metrics
+from notifications.operations.checks import check_channel_layer
+from notifications.realtime.consumer import CloseCode
+from notifications.realtime.presence import (
     _write_database,
     presence_count_for_user,
     presence_counts_for_users,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from notifications.origins import origin_allowed
+from notifications.realtime.origins import origin_allowed
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from notifications.consumers import _acquired_at_once, _Resumed
+from notifications.realtime.consumer import _acquired_at_once, _Resumed
 
 
 async def test_a_free_lock_is_taken_at_once():

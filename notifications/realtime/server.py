@@ -10,8 +10,8 @@ from django.conf import settings
 from django.core.signals import request_finished
 from django.db import connections
 
-from notifications.connections import registry
-from notifications.presence import tracker as presence
+from notifications.realtime.connections import registry
+from notifications.realtime.presence import tracker as presence
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from django.db.models import Sum
 from django.utils import timezone
 from redis import asyncio as aioredis
 
-from notifications.connections import registry
 from notifications.models import Presence
+from notifications.realtime.connections import registry
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,6 @@
-"""REST endpoints of the event stream (history, status, the staff test trigger) and the
-operators' probes: /healthz, /readyz and /metrics."""
+"""REST endpoints of the event stream: history, status and the staff test trigger."""
 
 from django.db.models import BigIntegerField
-from django.http import HttpResponse, JsonResponse
-from django.views.decorators.cache import never_cache
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
@@ -11,9 +8,7 @@ from rest_framework.views import APIView
 
 from notifications import selectors
 from notifications.events import EventPayloadError, EventType
-from notifications.health import readiness_check
-from notifications.metrics import metrics_access_allowed, render_metrics
-from notifications.presence import PresenceUnavailable, presence_count_for_user
+from notifications.realtime.presence import PresenceUnavailable, presence_count_for_user
 from notifications.services import test_event_send
 from reasonflow.users.selectors import user_get_by_identifier
 
@@ -90,35 +85,3 @@ class StatusApi(APIView):
                 "last_event_id": selectors.event_latest_id_for_user(user_id=request.user.id),
             }
         )
-
-
-@never_cache
-def healthz(request):
-    """The process is up and serving requests; nothing else is checked."""
-    return JsonResponse({"status": "ok"})
-
-
-@never_cache
-async def readyz(request):
-    """200 when the database and the channel layer both answer, else 503; with latencies."""
-    checks = await readiness_check()
-    ready = all(check.ok for check in checks.values())
-    return JsonResponse(
-        {
-            "status": "ok" if ready else "unavailable",
-            "checks": {name: check.as_dict() for name, check in checks.items()},
-        },
-        status=200 if ready else 503,
-    )
-
-
-@never_cache
-def metrics(request):
-    """Prometheus text format, for METRICS_TOKEN bearers and METRICS_ALLOWED_IPS only."""
-    if not metrics_access_allowed(
-        remote_addr=request.META.get("REMOTE_ADDR"),
-        authorization=request.META.get("HTTP_AUTHORIZATION"),
-    ):
-        return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
-    body, content_type = render_metrics()
-    return HttpResponse(body, content_type=content_type)

@@ -14,6 +14,6 @@ def console(request):
     The one-click demo sign-in is offered in development (DEBUG) only; no password is shown."""
     return render(
         request,
-        "notifications/console.html",
+        "console/console.html",
         {"demo_email": DEMO_EMAIL if settings.DEBUG else None},
     )

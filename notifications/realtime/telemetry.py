@@ -7,9 +7,9 @@ Everything here runs on the hot path: counters and dict lookups only, no I/O.
 import logging
 import time
 
-from notifications import metrics
-from notifications.connections import registry
-from notifications.presence import tracker
+from notifications.operations import metrics
+from notifications.realtime.connections import registry
+from notifications.realtime.presence import tracker
 
 access_log = logging.getLogger("notifications.access")
 

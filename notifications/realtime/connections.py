@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from notifications.db import read_from_database
+from notifications.realtime.database import read_from_database
 
 if TYPE_CHECKING:
-    from notifications.consumers import NotificationConsumer
+    from notifications.realtime.consumer import NotificationConsumer
 
 logger = logging.getLogger(__name__)
 

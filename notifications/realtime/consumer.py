@@ -18,17 +18,18 @@ from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.settings import api_settings
 
-from notifications import selectors, telemetry
-from notifications.auth import (
+from notifications import selectors
+from notifications.events import format_timestamp
+from notifications.publish import MESSAGE_TYPE, REVOKE_TYPE, user_group_name
+from notifications.realtime import telemetry
+from notifications.realtime.auth import (
     TokenRejected,
     authenticate_loaded_user,
     authenticate_validated_token,
     validate_access_token,
 )
-from notifications.connections import REFUSED_PROCESS, client_address, registry
-from notifications.db import BatchedRead, read_from_database
-from notifications.events import format_timestamp
-from notifications.publish import MESSAGE_TYPE, REVOKE_TYPE, user_group_name
+from notifications.realtime.connections import REFUSED_PROCESS, client_address, registry
+from notifications.realtime.database import BatchedRead, read_from_database
 from reasonflow.users.authentication import JWTAuthentication
 from reasonflow.users.tokens import VERSION_CLAIM
 
