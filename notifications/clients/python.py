@@ -22,12 +22,13 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from notifications import compat
+from notifications.close_codes import AUTH_CLOSE_CODES, CloseCode
+
 logger = logging.getLogger(__name__)
 
 TokenCallback = Callable[[], str | Awaitable[str]]
 
-# Closes after which the same token must not be tried again (PROTOCOL §1).
-AUTH_CLOSE_CODES = frozenset({4001, 4002})
 # A socket that stopped answering (no pong, no `connected`) is dropped and counts as 1006.
 ABNORMAL_CLOSURE = 1006
 
@@ -173,7 +174,7 @@ class NotificationClient:
         self._closed.set()
         ws = self._ws
         if ws is not None:
-            await ws.close(1000, "client closed")
+            await ws.close(CloseCode.NORMAL, "client closed")
 
     # --- one connection -----------------------------------------------------------------------
 
@@ -195,7 +196,7 @@ class NotificationClient:
         tasks: list[asyncio.Task] = []
         try:
             if self._closed.is_set():
-                raise _Reconnect(1000)
+                raise _Reconnect(CloseCode.NORMAL)
             first: dict[str, Any] = {"token": token}
             sent_last_event_id = self.last_event_id
             if sent_last_event_id is not None:
@@ -232,7 +233,7 @@ class NotificationClient:
                 task.cancel()
             self._ws = None
             # Abort rather than close: a dead peer would keep a polite close waiting.
-            ws.transport.abort()
+            compat.abort_transport(ws)
 
     async def _receive_connected(self, ws: ClientConnection) -> dict[str, Any]:
         try:
@@ -279,7 +280,7 @@ class NotificationClient:
                 await asyncio.wait_for(self._pong.wait(), self.pong_timeout)
             except TimeoutError:
                 logger.info("no pong in %.1f s: dropping the socket", self.pong_timeout)
-                ws.transport.abort()  # recv() then fails and events() reconnects
+                compat.abort_transport(ws)  # recv() then fails and events() reconnects
                 return
 
     async def _refresher(self, ws: ClientConnection, expires_at: str) -> None:

@@ -23,6 +23,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from notifications.close_codes import CloseCode
+
 OPEN_CONNECTIONS = Gauge(
     "notify_open_connections",
     "WebSocket connections open now (authenticated or not).",
@@ -73,13 +75,14 @@ CHANNEL_LAYER_SEND_FAILURES = Counter(
 _LABEL = re.compile(r"[^a-z0-9]+")
 
 # Label values never come from a client: a close code is one of these, else "other".
-# PROTOCOL §1's codes (consumers.CloseCode, which imports this module; a test keeps the two
-# equal), and the standard ones (RFC 6455 §7.4.1, 1000-1015) that a browser, a
-# proxy or the server's own protocol layer may close with (1006: no close frame at all).
-CONTRACT_CLOSE_CODES = frozenset({1000, 4000, 4001, 4002, 4008, 4009, 4010, 4012})
+# PROTOCOL §1's codes (close_codes.CloseCode), and the standard ones (RFC 6455 §7.4.1,
+# 1000-1015) that a browser, a proxy or the server's own protocol layer may close with (1006:
+# no close frame at all).
+CONTRACT_CLOSE_CODES = frozenset(int(code) for code in CloseCode)
 STANDARD_CLOSE_CODES = frozenset(range(1000, 1016))
 _CLOSE_CODE_LABELS = {code: str(code) for code in CONTRACT_CLOSE_CODES | STANDARD_CLOSE_CODES}
 OTHER = "other"
+_CODE_TYPES = (int, CloseCode)  # not bool, nor any other int subclass a client could send
 # Auth failure reasons are code literals of ours and simplejwt's (about fifteen); should a
 # new one ever carry something variable, the distinct values still stop here.
 MAX_REASON_LABELS = 32
@@ -88,7 +91,7 @@ _reason_labels: set[str] = set()
 
 def close_code_label(code: object) -> str:
     """The label value of a close code: itself when the contract or RFC 6455 names it."""
-    return _CLOSE_CODE_LABELS.get(code, OTHER) if type(code) is int else OTHER
+    return _CLOSE_CODE_LABELS.get(code, OTHER) if type(code) in _CODE_TYPES else OTHER
 
 
 def reason_label(reason: str) -> str:

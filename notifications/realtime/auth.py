@@ -4,6 +4,7 @@ REST and the WebSocket share one policy (reasonflow.users.authentication): token
 signature, algorithm, expiry, active user, password change and logout revocation.
 """
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import Token
 
 from reasonflow.users.authentication import JWTAuthentication
+from reasonflow.users.tokens import VERSION_CLAIM
 
 User = get_user_model()
 
@@ -97,3 +99,66 @@ def _reason(exc: Exception) -> str:
             return str(code)
     code = getattr(exc, "default_code", None) or type(exc).__name__
     return str(code)
+
+
+# --- the first frame and the policy claims a socket keeps ------------------------------------
+
+
+class FirstFrameError(Exception):
+    """The first frame is not {"token": ..., "last_event_id": ...}: close 4001."""
+
+
+def parse_first_frame(text: str | None) -> tuple[str, int | None]:
+    """(token, last_event_id or None) of an authentication frame, else FirstFrameError."""
+    if text is None:
+        raise FirstFrameError("binary first frame")
+    try:
+        content = json.loads(text)
+    except (ValueError, RecursionError):
+        raise FirstFrameError("first frame is not JSON") from None
+    if not isinstance(content, dict):
+        raise FirstFrameError("first frame is not an object")
+    token = content.get("token")
+    if not isinstance(token, str) or not token.strip():
+        raise FirstFrameError("no token")
+    last_event_id = content.get("last_event_id")
+    if last_event_id is not None and (
+        isinstance(last_event_id, bool) or not isinstance(last_event_id, int) or last_event_id < 0
+    ):
+        raise FirstFrameError("last_event_id is not a non-negative integer")
+    return token, last_event_id
+
+
+_ABSENT = object()  # a claim the token does not have (unlike one that is null)
+
+
+def _policy_claim_names() -> tuple[str, ...]:
+    # What JWTAuthentication.check_user reads of a token: an open socket keeps these claims,
+    # not its whole token, so the delivery watch can check it again (pinned by
+    # test_the_delivery_watch_keeps_sockets_whose_tokens_still_pass).
+    return (VERSION_CLAIM, api_settings.REVOKE_TOKEN_CLAIM)
+
+
+def policy_claims(validated: Token) -> tuple:
+    """What an open socket keeps of its token, for claims_pass()."""
+    payload = validated.payload
+    return tuple(payload.get(name, _ABSENT) for name in _policy_claim_names())
+
+
+def claims_pass(claims: tuple, user) -> bool:
+    """True while a token with these policy_claims() passes the token policy (the checks REST
+    applies) against `user` as stored now (a model or a selectors.UserTokenState)."""
+    kept = zip(_policy_claim_names(), claims, strict=True)
+    try:
+        JWTAuthentication.check_user(
+            {name: value for name, value in kept if value is not _ABSENT}, user
+        )
+    except AuthenticationFailed:
+        return False
+    return True
+
+
+def authenticate_refresh(token: str) -> tuple[AuthenticatedToken, tuple]:
+    """An in-band refresh's token, authenticated, and its policy claims."""
+    validated, _ = validate_access_token(token)
+    return authenticate_validated_token(validated), policy_claims(validated)

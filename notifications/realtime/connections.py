@@ -14,14 +14,13 @@ import logging
 import socket
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from django.conf import settings
 
+from notifications.realtime.auth import claims_pass
 from notifications.realtime.database import read_from_database
-
-if TYPE_CHECKING:
-    from notifications.realtime.consumer import NotificationConsumer
+from notifications.realtime.selectors import users_token_states_with_latest_ids
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +83,32 @@ def _check_forwarding(scope: dict, host: str) -> None:
             return
 
 
+class _Stream(Protocol):
+    last_sent: int  # the newest event id sent
+    watch_target: int  # the newest id the delivery watch saw at its previous tick
+
+    async def catch_up(self) -> None: ...
+
+
+class _Membership(Protocol):
+    group: str | None
+
+    async def rejoin(self) -> None: ...
+
+
+class Socket(Protocol):
+    """What the registry needs of a socket (consumer.NotificationConsumer is one)."""
+
+    user_id: object
+    closing: bool
+    claims: tuple  # auth.policy_claims() of the token in use
+    stream: _Stream
+    membership: _Membership
+
+    async def close_with(self, code: int) -> None: ...
+    async def revoke(self) -> None: ...
+
+
 class ConnectRates:
     """A token bucket of new sockets per client address: NOTIFICATIONS_CONNECT_RATE_PER_IP a
     second, bursts of NOTIFICATIONS_CONNECT_BURST_PER_IP. Memory stays bounded: buckets that
@@ -133,15 +158,15 @@ class ConnectRates:
 class ConnectionRegistry:
     def __init__(self) -> None:
         # Unauthenticated sockets, each with the address it counts against.
-        self.pending: dict[NotificationConsumer, str | None] = {}
+        self.pending: dict[Socket, str | None] = {}
         self.pending_by_address: dict[str, int] = {}
         self.connect_rates = ConnectRates()
-        self.by_user: dict[object, set[NotificationConsumer]] = defaultdict(set)
+        self.by_user: dict[object, set[Socket]] = defaultdict(set)
         self._refresher: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
         self._emptied: asyncio.Event | None = None
 
-    def admit(self, consumer: "NotificationConsumer", address: str | None) -> str | None:
+    def admit(self, consumer: "Socket", address: str | None) -> str | None:
         """Register a socket that has not authenticated yet, from `address` (client_address());
         or refuse it and say why (REFUSED_*). Every attempt counts against the address's rate."""
         if address is not None:
@@ -157,7 +182,7 @@ class ConnectionRegistry:
             self.pending_by_address[address] = self.pending_by_address.get(address, 0) + 1
         return None
 
-    def _leave_pending(self, consumer: "NotificationConsumer") -> None:
+    def _leave_pending(self, consumer: "Socket") -> None:
         address = self.pending.pop(consumer, _NOT_PENDING)
         if address is _NOT_PENDING or address is None:
             return
@@ -167,7 +192,7 @@ class ConnectionRegistry:
         else:
             del self.pending_by_address[address]
 
-    def authenticate(self, consumer: "NotificationConsumer") -> bool:
+    def authenticate(self, consumer: "Socket") -> bool:
         """Move a socket to its user's set; False when the user already has the maximum."""
         self._leave_pending(consumer)
         sockets = self.by_user[consumer.user_id]
@@ -179,7 +204,7 @@ class ConnectionRegistry:
         self._ensure_refresher()
         return True
 
-    def remove(self, consumer: "NotificationConsumer") -> None:
+    def remove(self, consumer: "Socket") -> None:
         self._leave_pending(consumer)
         sockets = self.by_user.get(consumer.user_id)
         if sockets is not None:
@@ -192,10 +217,10 @@ class ConnectionRegistry:
     def count_for_user(self, user_id) -> int:
         return len(self.by_user.get(user_id, ()))
 
-    def authenticated(self) -> list["NotificationConsumer"]:
+    def authenticated(self) -> list["Socket"]:
         return [consumer for sockets in self.by_user.values() for consumer in sockets]
 
-    def all(self) -> list["NotificationConsumer"]:
+    def all(self) -> list["Socket"]:
         return [*self.pending, *self.authenticated()]
 
     async def close_all(self, code: int) -> None:
@@ -231,8 +256,6 @@ class ConnectionRegistry:
         # change, deactivation or deletion made where no revocation message reaches this
         # process (another process on the in-memory layer, a raw UPDATE) closes the socket
         # here, within a tick.
-        from notifications.selectors import users_token_states_with_latest_ids
-
         while True:
             await asyncio.sleep(settings.NOTIFICATIONS_CATCHUP_INTERVAL)
             try:
@@ -254,13 +277,15 @@ class ConnectionRegistry:
                     key = (consumer.user_id, consumer.claims)
                     passes = verdicts.get(key)
                     if passes is None:
-                        passes = verdicts[key] = state is not None and consumer.token_passes(state)
+                        passes = verdicts[key] = state is not None and claims_pass(
+                            consumer.claims, state
+                        )
                     if not passes:
                         revoked.append(consumer)
                         continue
-                    if consumer.last_sent < consumer.watch_target:
+                    if consumer.stream.last_sent < consumer.stream.watch_target:
                         behind.append(consumer)
-                    consumer.watch_target = latest
+                    consumer.stream.watch_target = latest
                 if revoked:
                     logger.info("closing %d socket(s) whose token was revoked", len(revoked))
                     await asyncio.gather(
@@ -269,7 +294,7 @@ class ConnectionRegistry:
                 if behind:
                     logger.info("catching up %d socket(s) the channel layer missed", len(behind))
                     await asyncio.gather(
-                        *(consumer.catch_up() for consumer in behind), return_exceptions=True
+                        *(consumer.stream.catch_up() for consumer in behind), return_exceptions=True
                     )
             except Exception:
                 logger.warning("delivery watch failed", exc_info=True)
@@ -279,10 +304,13 @@ class ConnectionRegistry:
         while True:
             await asyncio.sleep(interval)
             for consumer in self.authenticated():
+                if consumer.closing:
+                    continue
                 try:
-                    await consumer.rejoin_group()
+                    await consumer.membership.rejoin()
                 except Exception:
-                    logger.warning("group refresh failed for %s", consumer.group, exc_info=True)
+                    group = consumer.membership.group
+                    logger.warning("group refresh failed for %s", group, exc_info=True)
 
 
 _NOT_PENDING = object()

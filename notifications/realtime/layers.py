@@ -13,10 +13,12 @@ from collections.abc import Callable
 
 from channels_redis import pubsub
 from channels_redis.core import RedisChannelLayer as CoreRedisChannelLayer
-from channels_redis.utils import _wrap_close, create_pool
+from channels_redis.utils import create_pool
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+
+from notifications import compat
 
 
 def blocking_pool(host: dict) -> aioredis.ConnectionPool:
@@ -50,34 +52,28 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
     `new_channel()` behave as in channels-redis.
     """
 
-    def _get_layer(self):
-        loop = asyncio.get_running_loop()
-        layer = self._layers.get(loop)
-        if layer is None:
-            layer = self._layers[loop] = _LocalChannelsLoopLayer(
-                *self._args, **self._kwargs, channel_layer=self
-            )
-            _wrap_close(self, loop)
-        return layer
+    def loop_layer(self) -> "_LocalChannelsLoopLayer":
+        """This event loop's layer (channels-redis keeps one per loop)."""
+        return compat.loop_layer(self)
 
     def new_local_channel(self, deliver: Callable[[dict], None]) -> str:
         """A channel of this process whose messages are passed to `deliver` (which must not
         modify them: group members share one decoded message)."""
-        return self._get_layer().new_local_channel(deliver)
+        return self.loop_layer().new_local_channel(deliver)
 
     def discard_local_channel(self, channel: str) -> None:
-        self._get_layer().channels.pop(channel, None)
+        self.loop_layer().channels.pop(channel, None)
 
     async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
         """group_send each (group, message), in order, pipelined: one Redis round trip per
         shard instead of one per message (a publisher's backlog after a burst)."""
-        await self._get_layer().group_send_many(messages)
+        await self.loop_layer().group_send_many(messages)
 
 
 class _LocalChannelsLoopLayer(pubsub.RedisPubSubLoopLayer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._shards = [_LocalDeliveryShard(shard.host, self) for shard in self._shards]
+        compat.replace_shards(self, _LocalDeliveryShard)
         self._local_ids = itertools.count(1)
 
     def new_local_channel(self, deliver: Callable[[dict], None]) -> str:
@@ -89,11 +85,11 @@ class _LocalChannelsLoopLayer(pubsub.RedisPubSubLoopLayer):
     async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
         by_shard: dict[pubsub.RedisSingleShardConnection, list[tuple[str, bytes]]] = {}
         for group, message in messages:
-            name = self._get_group_channel_name(group)
+            shard, name = compat.shard_for_group(self, group)
             data = self.channel_layer.serialize(message)
-            by_shard.setdefault(self._get_shard(name), []).append((name, data))
+            by_shard.setdefault(shard, []).append((name, data))
         for shard, publications in by_shard.items():
-            await shard.publish_many(publications)
+            await compat.publish_many(shard, publications)
 
     async def send(self, channel, message):
         deliver = self.channels.get(channel)
@@ -104,15 +100,9 @@ class _LocalChannelsLoopLayer(pubsub.RedisPubSubLoopLayer):
 
 
 class _LocalDeliveryShard(pubsub.RedisSingleShardConnection):
-    async def publish_many(self, publications: list[tuple[str, bytes]]) -> None:
-        async with self._lock:
-            self._ensure_redis()
-            pipeline = self._redis.pipeline(transaction=False)
-            for channel, data in publications:
-                pipeline.publish(channel, data)
-            await pipeline.execute()
-
-    def _receive_message(self, message):
+    def deliver_message(self, message) -> None:
+        """Hand one pub/sub message to its channel's queue or to each local member's callback,
+        decoding it once for all of them."""
         if message is None:
             return
         name = message["channel"]
@@ -129,3 +119,7 @@ class _LocalDeliveryShard(pubsub.RedisSingleShardConnection):
                 if decoded is None:
                     decoded = layer.channel_layer.deserialize(message["data"])
                 sink(decoded)
+
+
+compat.use_loop_layer(RedisPubSubChannelLayer, _LocalChannelsLoopLayer)
+compat.use_message_handler(_LocalDeliveryShard, _LocalDeliveryShard.deliver_message)

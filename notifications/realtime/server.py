@@ -10,12 +10,12 @@ from django.conf import settings
 from django.core.signals import request_finished
 from django.db import connections
 
+from notifications.close_codes import CloseCode
 from notifications.realtime.connections import registry
 from notifications.realtime.presence import tracker as presence
 
 logger = logging.getLogger(__name__)
 
-RESTARTING = 4012
 GC_THRESHOLDS = (20_000, 20, 100)  # CPython's defaults: (700, 10, 10)
 
 
@@ -29,10 +29,12 @@ class NotifyServer(uvicorn.Server):
         open_sockets = len(registry.all())
         try:
             async with asyncio.timeout(settings.NOTIFICATIONS_SHUTDOWN_GRACE):
-                await registry.close_all(RESTARTING)
+                await registry.close_all(CloseCode.RESTARTING)
         except TimeoutError:
             logger.warning("%d socket(s) still open after the grace period", len(registry.all()))
-        logger.info("closed %d socket(s) with %d before shutdown", open_sockets, RESTARTING)
+        logger.info(
+            "closed %d socket(s) with %d before shutdown", open_sockets, CloseCode.RESTARTING
+        )
         await presence.stop()  # this process's counts leave now, not at their expiry
         await super().shutdown(sockets)
 

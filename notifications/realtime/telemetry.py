@@ -1,4 +1,4 @@
-"""What the consumer and the publisher report about sockets and events: metrics, the access
+"""What the consumer reports about sockets and events: metrics, the access
 log (one line per open, close and auth failure) and presence updates, behind one-line hooks.
 
 Everything here runs on the hot path: counters and dict lookups only, no I/O.
@@ -8,10 +8,11 @@ import logging
 import time
 
 from notifications.operations import metrics
-from notifications.realtime.connections import registry
+from notifications.realtime.connections import REFUSED_PROCESS, registry
 from notifications.realtime.presence import tracker
 
 access_log = logging.getLogger("notifications.access")
+logger = logging.getLogger(__name__)
 
 # Kept on the consumer (opened_at, close_code): a map here cost memory for every open socket.
 
@@ -35,7 +36,7 @@ def socket_authenticated(consumer) -> None:
 def socket_closing(consumer, code: int | None) -> None:
     """Record the close code: the first one seen (ours in close_with, else the client's)."""
     if consumer.opened_at is not None and consumer.close_code is None:
-        consumer.close_code = code
+        consumer.close_code = code if code is None else int(code)  # CloseCode: logged as int
 
 
 def socket_closed(consumer) -> None:
@@ -71,6 +72,8 @@ _refusals_unlogged: dict[str, int] = {}
 def socket_refused(reason: str, address: str | None) -> None:
     """An upgrade was refused before accept; `reason` is one of connections.REFUSED_*."""
     metrics.CONNECTIONS_REFUSED.labels(reason=reason).inc()
+    if reason == REFUSED_PROCESS:
+        logger.warning("refused a socket: %d unauthenticated already", len(registry.pending))
     now = time.monotonic()
     count = _refusals_unlogged.get(reason, 0) + 1
     logged_at = _refusals_logged_at.get(reason)
@@ -110,11 +113,3 @@ def replayed(count: int) -> None:
 
 def gap_filled() -> None:
     metrics.GAP_FILLS.inc()
-
-
-def event_published(event_type: str) -> None:
-    metrics.EVENTS_PUBLISHED.labels(type=event_type).inc()
-
-
-def channel_layer_send_failed() -> None:
-    metrics.CHANNEL_LAYER_SEND_FAILURES.inc()

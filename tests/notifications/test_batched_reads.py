@@ -8,12 +8,12 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import OperationalError
 
-from notifications import selectors
 from notifications.events import EventType, sample_data
 from notifications.models import Event
 from notifications.publish import publish_event
+from notifications.realtime import selectors
 from notifications.realtime.database import BatchedRead
-from notifications.selectors import ResumePoint
+from notifications.realtime.selectors import ResumePoint
 from tests.conftest import access_token_for
 from tests.support.ws import connect
 

@@ -12,9 +12,10 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
+from notifications.delivery import aflush_deliveries
 from notifications.events import EventType, sample_data
 from notifications.models import Event
-from notifications.publish import aflush_deliveries, apublish_event, user_group_name
+from notifications.publish import apublish_event, user_group_name
 from tests.conftest import access_token_for
 from tests.support.ws import (
     communicator,

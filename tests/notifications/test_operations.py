@@ -14,9 +14,9 @@ import websockets
 from django.core.management import call_command
 from rest_framework_simplejwt.tokens import AccessToken
 
+from notifications.close_codes import CloseCode
 from notifications.operations import metrics
 from notifications.operations.checks import check_channel_layer
-from notifications.realtime.consumer import CloseCode
 from notifications.realtime.presence import (
     _write_database,
     presence_count_for_user,

@@ -5,7 +5,8 @@ import asyncio
 
 import pytest
 
-from notifications.realtime.consumer import _acquired_at_once, _Resumed
+from notifications.compat import Resumed as _Resumed
+from notifications.compat import acquired_at_once as _acquired_at_once
 
 
 async def test_a_free_lock_is_taken_at_once():

@@ -4,9 +4,9 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from notifications.delivery import flush_deliveries
 from notifications.events import EventPayloadError, EventType
 from notifications.management.commands._users import user_from_option
-from notifications.publish import flush_deliveries
 from notifications.realtime.presence import PresenceUnavailable, presence_count_for_user
 from notifications.services import test_event_send
 
