@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 from notifications import selectors
 from notifications.events import EventPayloadError, EventType
 from notifications.realtime.presence import PresenceUnavailable, presence_count_for_user
-from notifications.services import test_event_send
+from notifications.services import event_send_sample
 from reasonflow.users.selectors import user_get_by_identifier
 
 
@@ -41,7 +41,7 @@ class EventListApi(APIView):
         )
 
 
-class TestEventApi(APIView):
+class SampleEventApi(APIView):
     """POST test: staff only; publish a sample (or the given) event to a user."""
 
     permission_classes = [IsAdminUser]
@@ -62,7 +62,7 @@ class TestEventApi(APIView):
         serializer.is_valid(raise_exception=True)
         values = serializer.validated_data
         try:
-            event = test_event_send(
+            event = event_send_sample(
                 user_id=values["user"].id, event_type=values["type"], data=values.get("data")
             )
         except EventPayloadError as exc:

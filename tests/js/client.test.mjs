@@ -1,5 +1,5 @@
 // The JavaScript client (notifications/clients/js/client.js) against a real server:
-// run with `node --test --experimental-websocket tests/js/` (tests/notifications/test_client_js.py
+// run with `node --test --experimental-websocket tests/js/` (tests/notifications/clients/test_js.py
 // does, so `make test` and CI run these).
 
 import assert from "node:assert/strict";

@@ -19,12 +19,12 @@ USERS = 10
 def publish_round(server: DemoServer, emails: list[str], per_user: int) -> None:
     """Publish `per_user` events to each user from a separate process (the third one)."""
     server.run_django(
-        "from notifications.services import test_event_send\n"
+        "from notifications.services import event_send_sample\n"
         "from reasonflow.users.models import User\n"
         f"users = list(User.objects.filter(email__in={emails!r}))\n"
         f"for n in range({per_user}):\n"
         "    for user in users:\n"
-        "        test_event_send(user_id=user.id, event_type='email_received')\n"
+        "        event_send_sample(user_id=user.id, event_type='email_received')\n"
     )
 
 

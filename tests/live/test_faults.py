@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.live, pytest.mark.redis]
 
 
 # Hundreds of sockets from 127.0.0.1 at once stand for as many clients on their own addresses:
-# the per-address limits (tests/notifications/test_client_limits.py) are off for them.
+# the per-address limits (tests/notifications/realtime/test_connections.py) are off for them.
 MANY_FROM_ONE_ADDRESS = {
     "NOTIFICATIONS_MAX_PENDING_PER_IP": "0",
     "NOTIFICATIONS_CONNECT_RATE_PER_IP": "0",
