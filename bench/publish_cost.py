@@ -26,9 +26,10 @@ from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from rest_framework_simplejwt.tokens import AccessToken  # noqa: E402
 
+from notifications.delivery import aflush_deliveries  # noqa: E402
 from notifications.events import sample_data  # noqa: E402
 from notifications.models import Event  # noqa: E402
-from notifications.publish import aflush_deliveries, publish_event  # noqa: E402
+from notifications.publish import publish_event  # noqa: E402
 from reasonflow.asgi import application  # noqa: E402
 from reasonflow.users.models import User  # noqa: E402
 

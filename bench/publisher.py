@@ -33,8 +33,9 @@ from django.db import transaction  # noqa: E402
 
 from bench.floor import FLOOR_CHANNEL  # noqa: E402
 from bench.infra import LOAD_CPU, collect_garbage_now_only, pin, raise_fd_limit  # noqa: E402
+from notifications.delivery import flush_deliveries  # noqa: E402
 from notifications.events import format_timestamp, sample_data  # noqa: E402
-from notifications.publish import flush_deliveries, publish_event  # noqa: E402
+from notifications.publish import publish_event  # noqa: E402
 
 EVENT_TYPE = "draft_ready"
 

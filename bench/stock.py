@@ -18,9 +18,11 @@ from django.conf import settings
 
 django.setup()
 # channels-redis's own pub/sub layer: ours keeps each socket's channel in the process
-# (notifications/layers.py). The core layer differs only in its connection pool.
+# (notifications/realtime/layers.py). The core layer differs only in its connection pool.
 _STOCK_BACKENDS = {
-    "notifications.layers.RedisPubSubChannelLayer": "channels_redis.pubsub.RedisPubSubChannelLayer",
+    "notifications.realtime.layers.RedisPubSubChannelLayer": (
+        "channels_redis.pubsub.RedisPubSubChannelLayer"
+    ),
 }
 _layer = settings.CHANNEL_LAYERS["default"]
 _layer["BACKEND"] = _STOCK_BACKENDS.get(_layer["BACKEND"], _layer["BACKEND"])
@@ -33,7 +35,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 from django.urls import re_path  # noqa: E402
 from rest_framework_simplejwt.authentication import JWTAuthentication  # noqa: E402
 
-from notifications.server import server_config  # noqa: E402
+from notifications.realtime.server import server_config  # noqa: E402
 
 _authentication = JWTAuthentication()
 

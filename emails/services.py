@@ -15,8 +15,8 @@ from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
-from emails import tasks
 from emails.classifier import ClassifierInput, get_classifier
 from emails.drafting import draft_compose
 from emails.models import (
@@ -291,6 +291,10 @@ def _draft_send(draft: Draft) -> Draft:
 
 # --- batch jobs -----------------------------------------------------------------------------
 
+# The task that runs a job, by name: tasks.py calls this module, so importing it here would
+# make the two modules import each other.
+BATCH_JOB_TASK = "emails.tasks.batch_job_run_task"
+
 
 def batch_job_start(*, user, kind: str, email_ids: list[uuid.UUID] | None = None) -> BatchJob:
     """Create a queued job and enqueue it once the job row is committed."""
@@ -299,7 +303,7 @@ def batch_job_start(*, user, kind: str, email_ids: list[uuid.UUID] | None = None
         job = BatchJob.objects.create(
             owner=user, kind=kind, email_ids=email_ids, total=len(email_ids)
         )
-        transaction.on_commit(lambda: tasks.batch_job_run_task.enqueue(str(job.id)))
+        transaction.on_commit(lambda: import_string(BATCH_JOB_TASK).enqueue(str(job.id)))
     return job
 
 

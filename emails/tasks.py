@@ -4,11 +4,10 @@ import uuid
 
 from django_tasks import task
 
+from emails.services import batch_job_run
+
 
 @task()
 def batch_job_run_task(job_id: str) -> None:
-    """Run one BatchJob; enqueued by services.batch_job_start after the job row commits."""
-    # Imported here because services enqueues this task: the modules import each other.
-    from emails.services import batch_job_run
-
+    """Run one BatchJob; services.batch_job_start enqueues it (by name) once the row commits."""
     batch_job_run(job_id=uuid.UUID(job_id))

@@ -14,12 +14,12 @@ from django.utils.html import format_html
 
 from notifications.events import EventPayloadError, EventType, build_payload, sample_data
 from notifications.models import Event
-from notifications.presence import (
+from notifications.realtime.presence import (
     PresenceUnavailable,
     presence_count_for_user,
     presence_counts_for_users,
 )
-from notifications.services import test_event_send
+from notifications.services import event_send_sample
 
 
 @admin.register(Event)
@@ -59,7 +59,7 @@ def _samples() -> dict[str, str]:
     return {t.value: json.dumps(sample_data(t), indent=2) for t in EventType}
 
 
-class TestNotificationForm(forms.Form):
+class SampleNotificationForm(forms.Form):
     event_type = forms.ChoiceField(
         label="Event type", choices=[(t.value, t.value) for t in EventType]
     )
@@ -95,12 +95,12 @@ def send_test_notification(modeladmin, request, queryset):
     """Ask for an event type and data, then publish it to every selected user."""
     users = list(queryset)
     if "apply" in request.POST:
-        form = TestNotificationForm(request.POST)
+        form = SampleNotificationForm(request.POST)
         if form.is_valid():
             event_type, payload = form.cleaned_data["event_type"], form.cleaned_data["payload"]
             with transaction.atomic():
                 events = [
-                    test_event_send(user_id=user.id, event_type=event_type, data=payload)
+                    event_send_sample(user_id=user.id, event_type=event_type, data=payload)
                     for user in users
                 ]
             try:
@@ -118,7 +118,7 @@ def send_test_notification(modeladmin, request, queryset):
             return None
     else:
         first = EventType.EMAIL_RECEIVED.value
-        form = TestNotificationForm(initial={"event_type": first, "data": _samples()[first]})
+        form = SampleNotificationForm(initial={"event_type": first, "data": _samples()[first]})
     context = {
         **modeladmin.admin_site.each_context(request),
         "title": "Send test notification",

@@ -8,4 +8,4 @@ class NotificationsConfig(AppConfig):
     verbose_name = "Notifications"
 
     def ready(self) -> None:
-        from notifications import checks  # noqa: F401 - registers the system checks
+        from notifications.operations import checks  # noqa: F401 - registers the system checks

@@ -82,9 +82,9 @@ def envelope_json(*, sequence: int, event_type: str, user_id, data_json: str, cr
 class Presence(models.Model):
     """How many sockets one server process holds for one user, until `expires_at`.
 
-    The database fallback of presence (notifications/presence.py) when there is no Redis: each
-    process rewrites its own rows and renews them on a heartbeat; a crashed process's rows
-    expire and are ignored, then deleted by the next writer.
+    The database fallback of presence (notifications/realtime/presence.py) when there is no
+    Redis: each process rewrites its own rows and renews them on a heartbeat; a crashed
+    process's rows expire and are ignored, then deleted by the next writer.
     """
 
     process_id = models.CharField(max_length=80)

@@ -11,7 +11,7 @@ from notifications.models import Event
 from notifications.publish import publish_event
 
 
-def test_event_send(
+def event_send_sample(
     *, user_id: uuid.UUID, event_type: EventType | str, data: dict[str, Any] | None = None
 ) -> Event:
     """Publish a well-formed event of `event_type` to the user; `data` defaults to a sample.

@@ -2,10 +2,10 @@
 
 from django.urls import re_path
 
-from notifications.views import EventListApi, StatusApi, TestEventApi
+from notifications.apis import EventListApi, SampleEventApi, StatusApi
 
 urlpatterns = [
     re_path(r"^events/?$", EventListApi.as_view(), name="notifications-events"),
-    re_path(r"^test/?$", TestEventApi.as_view(), name="notifications-test"),
+    re_path(r"^test/?$", SampleEventApi.as_view(), name="notifications-test"),
     re_path(r"^status/?$", StatusApi.as_view(), name="notifications-status"),
 ]

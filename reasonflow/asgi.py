@@ -13,8 +13,8 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from notifications.origins import OriginValidator  # noqa: E402
-from notifications.routing import websocket_urlpatterns  # noqa: E402
+from notifications.realtime.origins import OriginValidator  # noqa: E402
+from notifications.realtime.routing import websocket_urlpatterns  # noqa: E402
 from reasonflow.api import body_too_large_detail  # noqa: E402
 from reasonflow.users.throttles import ThrottleGate  # noqa: E402
 

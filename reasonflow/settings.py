@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "django_tasks_db",
     "channels",
     "reasonflow.users",
+    "reasonflow.console",
     "notifications",
     "emails",
 ]
@@ -147,6 +148,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The JavaScript client keeps its URL, /static/notifications/client.js, from its own folder.
+STATICFILES_DIRS = [("notifications", BASE_DIR / "notifications" / "clients" / "js")]
 
 # --- Request bodies: larger ones get 413 before they are read whole (reasonflow/asgi.py) ---
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024)
@@ -237,14 +240,14 @@ def redis_layer_host() -> dict:
 if (REDIS_URL or REDIS_SENTINELS) and CHANNEL_LAYER == "pubsub":
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "notifications.layers.RedisPubSubChannelLayer",
+            "BACKEND": "notifications.realtime.layers.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [redis_layer_host()]},
         }
     }
 elif REDIS_URL or REDIS_SENTINELS:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "notifications.layers.RedisChannelLayer",
+            "BACKEND": "notifications.realtime.layers.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [redis_layer_host()],
                 "capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000),
@@ -385,17 +388,17 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Logging ---------------------------------------------------------------------------------
-# LOG_FORMAT=json: one JSON object per line (notifications/logs.py). Tokens are redacted.
+# LOG_FORMAT=json: one JSON object per line (notifications/operations/logs.py). Tokens are redacted.
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain").strip().lower()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {
-            "()": "notifications.logs.RedactingFormatter",
+            "()": "notifications.operations.logs.RedactingFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
         },
-        "json": {"()": "notifications.logs.JsonFormatter"},
+        "json": {"()": "notifications.operations.logs.JsonFormatter"},
     },
     "handlers": {
         "console": {

@@ -1,12 +1,12 @@
-"""HTTP routes. The WebSocket route lives in notifications/routing.py."""
+"""HTTP routes. The WebSocket route lives in notifications/realtime/routing.py."""
 
 from django.contrib import admin
 from django.contrib.staticfiles.views import serve as static_serve
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from notifications.pages import console
-from notifications.views import healthz, metrics, readyz
+from notifications.operations.views import healthz, metrics, readyz
+from reasonflow.console.views import console
 
 urlpatterns = [
     path("", console, name="console"),

@@ -51,7 +51,9 @@ def redis_layer_config(url: str, **overrides) -> dict:
         "capacity": 1000,
     }
     config.update(overrides)
-    return {"default": {"BACKEND": "notifications.layers.RedisChannelLayer", "CONFIG": config}}
+    return {
+        "default": {"BACKEND": "notifications.realtime.layers.RedisChannelLayer", "CONFIG": config}
+    }
 
 
 def pubsub_layer_config(url: str) -> dict:
@@ -59,7 +61,7 @@ def pubsub_layer_config(url: str) -> dict:
     host = {"address": url, "socket_timeout": 15, "socket_connect_timeout": 3}
     return {
         "default": {
-            "BACKEND": "notifications.layers.RedisPubSubChannelLayer",
+            "BACKEND": "notifications.realtime.layers.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [host], "prefix": f"test-{uuid.uuid4().hex[:12]}"},
         }
     }

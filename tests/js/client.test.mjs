@@ -1,5 +1,5 @@
-// The JavaScript client (notifications/static/notifications/client.js) against a real server:
-// run with `node --test --experimental-websocket tests/js/` (tests/notifications/test_client_js.py
+// The JavaScript client (notifications/clients/js/client.js) against a real server:
+// run with `node --test --experimental-websocket tests/js/` (tests/notifications/clients/test_js.py
 // does, so `make test` and CI run these).
 
 import assert from "node:assert/strict";
@@ -9,7 +9,7 @@ import {
   NotificationClient,
   backoffCeiling,
   backoffDelay,
-} from "../../notifications/static/notifications/client.js";
+} from "../../notifications/clients/js/client.js";
 import { Live, closedPort, memoryStorage, waitFor } from "./live.mjs";
 
 /** Count the sockets a client opens (the real WebSocket underneath). */

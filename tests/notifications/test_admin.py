@@ -10,7 +10,7 @@ from django.urls import reverse
 from emails.models import BatchJob
 from notifications import services
 from notifications.models import Event
-from notifications.presence import _write_database
+from notifications.realtime.presence import _write_database
 from tests.emails.factories import DraftFactory, EmailFactory
 
 # Presence is kept in the database when the channel layer is not Redis; these tests write
@@ -143,8 +143,8 @@ def test_the_event_admin_filters_by_user_and_type_and_searches_by_id(
     client, event_reader, user, other_user
 ):
     for event_type in ("email_received", "draft_ready", "email_received"):
-        services.test_event_send(user_id=user.pk, event_type=event_type)
-    services.test_event_send(user_id=other_user.pk, event_type="draft_ready")
+        services.event_send_sample(user_id=user.pk, event_type=event_type)
+    services.event_send_sample(user_id=other_user.pk, event_type="draft_ready")
     url = reverse("admin:notifications_event_changelist")
 
     def listed(**params) -> list[tuple]:
@@ -163,7 +163,7 @@ def test_the_event_admin_filters_by_user_and_type_and_searches_by_id(
 
 
 def test_stored_events_are_read_only(client, event_reader, user):
-    event = services.test_event_send(user_id=user.pk, event_type="email_sent")
+    event = services.event_send_sample(user_id=user.pk, event_type="email_sent")
     change = reverse("admin:notifications_event_change", args=[event.pk])
     assert client.get(change).status_code == 200
     assert client.post(change, {"type": "draft_ready"}).status_code == 403

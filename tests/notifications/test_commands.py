@@ -12,8 +12,8 @@ from django.db import connection
 from django.utils import timezone
 
 from notifications import services
-from notifications.auth import authenticate_access_token
 from notifications.models import Event
+from notifications.realtime.auth import authenticate_access_token
 from reasonflow.users.services import user_issue_tokens
 from tests.conftest import access_token_for
 from tests.support.live import LiveServer
@@ -78,7 +78,7 @@ def test_issue_token_prints_an_access_token_the_socket_accepts(user):
 
 @pytest.mark.django_db
 def test_prune_events_deletes_only_events_past_retention(user):
-    old, new = (services.test_event_send(user_id=user.pk, event_type="email_sent") for _ in "ab")
+    old, new = (services.event_send_sample(user_id=user.pk, event_type="email_sent") for _ in "ab")
     Event.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=8))
     out, _ = run("prune_events")
     assert out.strip() == "Deleted 1 event(s)."
@@ -109,7 +109,7 @@ def post_test_event(server: LiveServer, token: str, user: str, event_type: str) 
 @pytest.mark.live
 def test_listen_replays_then_prints_live_events_as_json_lines(shared_server, user, staff_user):
     stored = [
-        services.test_event_send(user_id=user.pk, event_type=event_type)
+        services.event_send_sample(user_id=user.pk, event_type=event_type)
         for event_type in ("email_received", "draft_ready")
     ]
     out, err, failure = io.StringIO(), io.StringIO(), []

@@ -12,9 +12,10 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connection, transaction
 from rest_framework.test import APIClient
 
+from notifications.delivery import flush_deliveries
 from notifications.events import EventPayloadError, EventType, sample_data
 from notifications.models import Event
-from notifications.publish import flush_deliveries, publish_event
+from notifications.publish import publish_event
 from tests.conftest import access_token_for, redis_layer_config
 from tests.support.redis import RedisServer
 from tests.support.ws import connect, receive_events

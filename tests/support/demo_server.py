@@ -115,10 +115,10 @@ class DemoServer:
         """Publish `count` sample events to `email` from another process, straight into the
         database (works while the server is down); return their ids."""
         out = self.run_django(
-            "from notifications.services import test_event_send\n"
+            "from notifications.services import event_send_sample\n"
             "from reasonflow.users.selectors import user_get_by_identifier\n"
             f"user = user_get_by_identifier(identifier={email!r})\n"
-            f"ids = [test_event_send(user_id=user.id, event_type={event_type!r}).sequence"
+            f"ids = [event_send_sample(user_id=user.id, event_type={event_type!r}).sequence"
             f" for _ in range({int(count)})]\n"
             "print(' '.join(map(str, ids)))"
         )

@@ -1,7 +1,7 @@
 """Watch a user's event stream over a real WebSocket: a wscat that speaks our protocol.
 
 Events go to stdout, one JSON object per line; status lines go to stderr. The connection is a
-NotificationClient (notifications/client.py): it resumes from the last id, reconnects with
+NotificationClient (notifications/clients/python.py): it resumes from the last id, reconnects with
 full-jitter backoff, pings, and refreshes its token in-band; this command only mints the tokens
 and prints.
 """
@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from websockets.exceptions import InvalidURI
 from websockets.uri import parse_uri
 
-from notifications.client import (
+from notifications.clients.python import (
     AUTH_CLOSE_CODES,
     AuthenticationFailed,
     NotificationClient,

@@ -4,11 +4,11 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from notifications.delivery import flush_deliveries
 from notifications.events import EventPayloadError, EventType
 from notifications.management.commands._users import user_from_option
-from notifications.presence import PresenceUnavailable, presence_count_for_user
-from notifications.publish import flush_deliveries
-from notifications.services import test_event_send
+from notifications.realtime.presence import PresenceUnavailable, presence_count_for_user
+from notifications.services import event_send_sample
 
 
 class Command(BaseCommand):
@@ -27,7 +27,7 @@ class Command(BaseCommand):
             except ValueError as exc:
                 raise CommandError(f"--data is not valid JSON: {exc}") from None
         try:
-            event = test_event_send(user_id=target.id, event_type=type, data=data)
+            event = event_send_sample(user_id=target.id, event_type=type, data=data)
         except EventPayloadError as exc:
             raise CommandError(str(exc)) from None
         # Hand the live send to the channel layer before the command's process exits.

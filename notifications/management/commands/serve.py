@@ -1,11 +1,11 @@
 """Run the service: migrate, ensure the demo user (DEBUG only), print how to connect, then serve
-HTTP and WebSocket with uvicorn (notifications/server.py)."""
+HTTP and WebSocket with uvicorn (notifications/realtime/server.py)."""
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from notifications.server import serve
+from notifications.realtime.server import serve
 from reasonflow.users.services import (
     DEMO_EMAIL,
     DEMO_PASSWORD,

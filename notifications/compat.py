@@ -1,0 +1,199 @@
+"""Every use of a dependency's non-public API, in one place.
+
+Each function below leans on something a dependency does not promise to keep: an attribute, a
+private method, the way a coroutine steps. Each says what it assumes, and
+tests/notifications/test_compat.py checks every assumption against the installed versions, so an
+upgrade fails there, next to the cause, instead of far away at run time. The packages involved
+are pinned in requirements.txt (asgiref, Django, channels-redis, websockets).
+
+Only the standard library is imported here: the Python client (which must not import Django)
+uses abort_transport(), and the server-side helpers receive the objects they work on.
+"""
+
+import asyncio
+import os
+from collections.abc import Callable
+
+# --- asgiref --------------------------------------------------------------------------------
+
+
+def server_event_loop() -> asyncio.AbstractEventLoop | None:
+    """The ASGI server's loop when this thread runs sync code on its behalf (sync_to_async).
+
+    Assumes asgiref's `SyncToAsync.threadlocal` carries `main_event_loop` (and its
+    `main_event_loop_pid`) in the threads sync_to_async runs code in (asgiref 3.x).
+    Sending from that loop reuses its channel-layer connections (and is the only way to reach
+    the in-memory layer's sockets) instead of opening a new loop and connection per call.
+    """
+    from asgiref.sync import SyncToAsync
+
+    local = SyncToAsync.threadlocal
+    loop = getattr(local, "main_event_loop", None)
+    if loop is None or getattr(local, "main_event_loop_pid", None) != os.getpid():
+        return None
+    return loop if loop.is_running() and not loop.is_closed() else None
+
+
+# --- Django ---------------------------------------------------------------------------------
+
+
+def skip_health_check(connection) -> None:
+    """Skip the ping Django sends before reusing a connection (CONN_HEALTH_CHECKS).
+
+    Assumes `BaseDatabaseWrapper.close_if_health_check_failed()` pings only while
+    `health_check_done` is false (Django 4.1+); the caller retries a failed read on a new
+    connection instead, which costs nothing when the connection is fine.
+    """
+    connection.health_check_done = True
+
+
+# --- channels-redis -------------------------------------------------------------------------
+
+
+def use_loop_layer(layer_class: type, make: Callable) -> None:
+    """Have `layer_class` (a RedisPubSubChannelLayer) make its per-loop layers with `make`.
+
+    Assumes channels-redis 4.x's pub/sub layer reaches its loop layer only through
+    `_get_layer()`, keeps them in `_layers` by loop, builds them from `_args`/`_kwargs` plus
+    `channel_layer=`, and closes them via `channels_redis.utils._wrap_close(layer, loop)`.
+    """
+    from channels_redis.utils import _wrap_close
+
+    def _get_layer(self):
+        loop = asyncio.get_running_loop()
+        layer = self._layers.get(loop)
+        if layer is None:
+            layer = self._layers[loop] = make(*self._args, **self._kwargs, channel_layer=self)
+            _wrap_close(self, loop)
+        return layer
+
+    layer_class._get_layer = _get_layer
+
+
+def loop_layer(layer):
+    """The running loop's layer of a pub/sub layer (made on first use).
+
+    Assumes RedisPubSubChannelLayer's `_get_layer()` (see use_loop_layer).
+    """
+    return layer._get_layer()
+
+
+def replace_shards(loop_layer, make_shard: Callable) -> None:
+    """Rebuild a loop layer's shard connections with `make_shard(host, loop_layer)`.
+
+    Assumes RedisPubSubLoopLayer keeps its RedisSingleShardConnection objects in `_shards`
+    (each with its `host`), made in `__init__` before any connection is opened.
+    """
+    loop_layer._shards = [make_shard(shard.host, loop_layer) for shard in loop_layer._shards]
+
+
+def shard_for_group(loop_layer, group: str) -> tuple[object, str]:
+    """(the shard connection, the Redis channel name) a group's messages are published on.
+
+    Assumes RedisPubSubLoopLayer's `_get_group_channel_name(group)` and `_get_shard(name)`.
+    """
+    name = loop_layer._get_group_channel_name(group)
+    return loop_layer._get_shard(name), name
+
+
+async def publish_many(shard, publications: list[tuple[str, bytes]]) -> None:
+    """PUBLISH each (channel, data) on one shard, pipelined: one round trip for all.
+
+    Assumes RedisSingleShardConnection's `_lock` guards its connection, `_ensure_redis()`
+    opens it when needed and `_redis` is then a redis.asyncio client.
+    """
+    async with shard._lock:
+        shard._ensure_redis()
+        pipeline = shard._redis.pipeline(transaction=False)
+        for channel, data in publications:
+            pipeline.publish(channel, data)
+        await pipeline.execute()
+
+
+def use_message_handler(shard_class: type, handle: Callable) -> None:
+    """Have `shard_class` (a RedisSingleShardConnection) pass each pub/sub message (or None)
+    to `handle(shard, message)`.
+
+    Assumes the shard's reader calls `self._receive_message(message)` for every message it
+    gets from Redis, with None when there was none.
+    """
+    shard_class._receive_message = handle
+
+
+# --- websockets -----------------------------------------------------------------------------
+
+
+def abort_transport(ws) -> None:
+    """Drop a client connection at once, without a closing handshake (a dead peer).
+
+    Assumes websockets' asyncio ClientConnection exposes its asyncio `transport`; recv() then
+    fails with ConnectionClosed.
+    """
+    ws.transport.abort()
+
+
+# --- coroutines stepped by hand ---------------------------------------------------------------
+
+
+def acquired_at_once(lock: asyncio.Lock) -> bool:
+    """Take `lock` if that needs no waiting.
+
+    Assumes asyncio.Lock.acquire() of a free lock returns on its first step (no yield), so
+    stepping it with send(None) takes the lock without a task.
+    """
+    if lock.locked():
+        return False
+    acquiring = lock.acquire()
+    try:
+        acquiring.send(None)
+    except StopIteration:
+        return True
+    acquiring.close()  # another task is queued for it
+    return False
+
+
+def run_until_blocked(coroutine):
+    """Run `coroutine` by hand up to its first wait: None when it finished without one, else
+    a Resumed awaitable that finishes it (for a task to await). Its exceptions propagate.
+
+    Assumes a coroutine that needs no waiting finishes on its first send(None) (the ASGI
+    server's send of a frame whose transport buffer has room).
+    """
+    try:
+        blocked_on = coroutine.send(None)
+    except StopIteration:
+        return None
+    return Resumed(coroutine, blocked_on)
+
+
+class Resumed:
+    """An awaitable that finishes a coroutine started by hand, from where it stopped
+    (`blocked_on`, what its first step yielded): `yield from` written out, so a task can
+    take the coroutine over with cancellation (the send timeout) passed through.
+
+    Assumes the coroutine protocol (send/throw/close, StopIteration carrying the result) and
+    that the event loop accepts the future the coroutine yielded, re-yielded from here.
+    """
+
+    def __init__(self, coroutine, blocked_on) -> None:
+        self.coroutine = coroutine
+        self.blocked_on = blocked_on
+
+    def __await__(self):
+        coroutine, pending = self.coroutine, self.blocked_on
+        while True:
+            try:
+                value = yield pending
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:
+                try:
+                    pending = coroutine.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    pending = coroutine.send(value)
+                except StopIteration as done:
+                    return done.value

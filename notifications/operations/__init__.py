@@ -1,0 +1,1 @@
+"""Operations: metrics, health checks, logging, system checks and their HTTP views."""

@@ -1,0 +1,1 @@
+"""The runtime that serves sockets: consumer, stream, channel layers, registry, presence, server."""
