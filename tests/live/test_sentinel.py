@@ -1,15 +1,13 @@
 """The channel layer through Redis Sentinel, configured the way production is (settings.py
 reads REDIS_SENTINELS and REDIS_SENTINEL_MASTER), on both layer kinds."""
 
-import importlib
-import os
-
 import pytest
 
 from notifications.events import sample_data
 from notifications.publish import apublish_event
 from tests.conftest import access_token_for
 from tests.support.redis import RedisServer, SentinelServer
+from tests.support.settings import settings_from_environment
 from tests.support.ws import connect, receive_events
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
@@ -26,19 +24,7 @@ def sentinel():
 
 def layers_from_environment(**env) -> dict:
     """CHANNEL_LAYERS exactly as reasonflow/settings.py builds it from this environment."""
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        import reasonflow.settings as project_settings
-
-        return importlib.reload(project_settings).CHANNEL_LAYERS
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        importlib.reload(project_settings)
+    return settings_from_environment(**env).CHANNEL_LAYERS
 
 
 @pytest.mark.parametrize("kind", ["core", "pubsub"])

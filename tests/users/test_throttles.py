@@ -2,15 +2,12 @@
 rates from settings at request time, counts shared through the Redis cache."""
 
 import asyncio
-import importlib
 import json
-import os
 import pickle
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 
 import pytest
 import redis
@@ -26,6 +23,7 @@ from reasonflow.users.throttles import Refusals, ThrottleGate, refusals
 from tests.conftest import PASSWORD
 from tests.support.asgi import http_scope
 from tests.support.redis import RedisServer, SentinelServer, free_port
+from tests.support.settings import settings_from_environment
 
 pytestmark = pytest.mark.django_db
 
@@ -298,23 +296,6 @@ def test_a_cache_outage_answers_503_not_500(api_client, user, settings):
 
 
 # --- settings from the environment ---------------------------------------------------------------
-
-
-def settings_from_environment(**env):
-    """reasonflow/settings.py as loaded with this environment (then restored)."""
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    import reasonflow.settings as project_settings
-
-    try:
-        return SimpleNamespace(**vars(importlib.reload(project_settings)))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        importlib.reload(project_settings)
 
 
 def test_throttle_rates_come_from_the_environment():
