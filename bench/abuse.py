@@ -198,7 +198,7 @@ async def _measure(port: int, token: str, user_id: str, seconds: float) -> dict:
         def publish() -> None:
             started = time.perf_counter()
             event = publish_event(user_id=user_id, event_type="email_received", data=_sample())
-            published[event.sequence] = started
+            published[event.event_id] = started
 
         reader = asyncio.ensure_future(receive())
         client = Http(port)

@@ -45,13 +45,13 @@ def timed_requests(user: User) -> dict[str, list[float]]:
     """Each 'request' is one transaction; runs in a sync_to_async thread like a Django view."""
     data = sample_data("draft_ready")
     baseline, publish = [], []
-    scratch = itertools.count(-1, -1)  # rows outside the real sequence, deleted afterwards
+    scratch = itertools.count(-1, -1)  # rows outside the real event ids, deleted afterwards
 
     def the_requests_own_write() -> None:
         # One row insert into the same table, of the same size, as a request makes anyway.
         Event.objects.create(
             user=user,
-            sequence=next(scratch),
+            event_id=next(scratch),
             type="draft_ready",
             data=data,
             created_at=timezone.now(),
@@ -67,7 +67,7 @@ def timed_requests(user: User) -> dict[str, list[float]]:
             the_requests_own_write()
             publish_event(user_id=user.id, event_type="draft_ready", data=data)
         publish.append(time.perf_counter() - started)
-    Event.objects.filter(user=user, sequence__lt=0).delete()
+    Event.objects.filter(user=user, event_id__lt=0).delete()
     return {"write only": baseline, "write + publish_event": publish}
 
 

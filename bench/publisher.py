@@ -49,7 +49,7 @@ class Publisher:
 
     def publish_one(self, user: str) -> int:
         if self.mode == "publish":
-            return publish_event(user_id=user, event_type=EVENT_TYPE, data=self.data).sequence
+            return publish_event(user_id=user, event_type=EVENT_TYPE, data=self.data).event_id
         self.floor_ids[user] += 1
         event_id = self.floor_ids[user]
         envelope = json.dumps(

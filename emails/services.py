@@ -323,13 +323,13 @@ class _Progress:
     """batch_progress at most every EMAILS_BATCH_PROGRESS_INTERVAL seconds, and for the end."""
 
     def __init__(self) -> None:
-        self.last_sent = float("-inf")
+        self.published_at = float("-inf")
 
     def publish(self, job: BatchJob, *, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self.last_sent < settings.EMAILS_BATCH_PROGRESS_INTERVAL:
+        if not force and now - self.published_at < settings.EMAILS_BATCH_PROGRESS_INTERVAL:
             return
-        self.last_sent = now
+        self.published_at = now
         publish_event(
             user_id=job.owner_id,
             event_type=EventType.BATCH_PROGRESS,

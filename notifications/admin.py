@@ -24,19 +24,19 @@ from notifications.services import event_send_sample
 
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
-    list_display = ["sequence", "type", "user", "created_at"]
+    list_display = ["event_id", "type", "user", "created_at"]
     list_filter = [("user", admin.RelatedOnlyFieldListFilter), "type", "created_at"]
     search_fields = ["user__email"]
     search_help_text = "An event id, a user's UUID, or part of a user's email."
     list_select_related = ["user"]
-    readonly_fields = ["user", "sequence", "type", "data", "created_at"]
+    readonly_fields = ["user", "event_id", "type", "data", "created_at"]
 
     def get_search_results(self, request, queryset, search_term):
         # Ids are numbers and user ids UUIDs: match each exactly when the term is one, instead
         # of comparing a number column with text (an error on PostgreSQL).
         term = search_term.strip()
         if term.isdigit():
-            return queryset.filter(sequence=int(term)), False
+            return queryset.filter(event_id=int(term)), False
         try:
             return queryset.filter(user_id=uuid.UUID(term)), False
         except ValueError:
@@ -111,7 +111,7 @@ def send_test_notification(modeladmin, request, queryset):
                 count = "unknown (no presence store)" if online is None else online[user.id]
                 modeladmin.message_user(
                     request,
-                    f"Sent {event.type} event #{event.sequence} to {user}; "
+                    f"Sent {event.type} event #{event.event_id} to {user}; "
                     f"connections online: {count}.",
                     messages.SUCCESS,
                 )

@@ -36,7 +36,7 @@ class EventListApi(APIView):
             {
                 "events": [event.envelope() for event in events[:limit]],
                 "has_more": len(events) > limit,
-                "last_event_id": selectors.event_latest_id_for_user(user_id=request.user.id),
+                "last_event_id": selectors.event_last_id_for_user(user_id=request.user.id),
             }
         )
 
@@ -82,6 +82,6 @@ class StatusApi(APIView):
             {
                 "user_id": str(request.user.id),
                 "connections": connections,
-                "last_event_id": selectors.event_latest_id_for_user(user_id=request.user.id),
+                "last_event_id": selectors.event_last_id_for_user(user_id=request.user.id),
             }
         )

@@ -9,7 +9,7 @@ from notifications.events import EventType, format_timestamp
 
 
 class EventCounter(models.Model):
-    """The last sequence number handed out to a user; its row lock orders their events."""
+    """The last event id handed out to a user; its row lock orders their events."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL,
@@ -24,32 +24,32 @@ class EventCounter(models.Model):
 
 
 class Event(models.Model):
-    """One published event. `sequence` is the envelope's `id`: 1, 2, 3, … per user."""
+    """One published event. `event_id` is the envelope's `id`: 1, 2, 3, … per user."""
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
         related_name="+",
-        db_index=False,  # the (user, sequence) unique index serves every lookup by user
+        db_index=False,  # the (user, event_id) unique index serves every lookup by user
     )
-    sequence = models.BigIntegerField()
+    event_id = models.BigIntegerField()
     type = models.CharField(max_length=32, choices=[(t.value, t.value) for t in EventType])
     data = models.JSONField()
     created_at = models.DateTimeField(db_index=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["user", "sequence"], name="event_user_sequence_unique")
+            models.UniqueConstraint(fields=["user", "event_id"], name="event_user_event_id_unique")
         ]
-        ordering = ["user", "sequence"]
+        ordering = ["user", "event_id"]
 
     def __str__(self) -> str:
-        return f"#{self.sequence} {self.type} for {self.user_id}"
+        return f"#{self.event_id} {self.type} for {self.user_id}"
 
     def envelope(self) -> dict:
         """The wire form of this event (PROTOCOL §2)."""
         return {
-            "id": self.sequence,
+            "id": self.event_id,
             "type": self.type,
             "user_id": str(self.user_id),
             "data": self.data,
@@ -58,7 +58,7 @@ class Event(models.Model):
 
     def envelope_json(self) -> str:
         return envelope_json(
-            sequence=self.sequence,
+            event_id=self.event_id,
             event_type=self.type,
             user_id=self.user_id,
             data_json=dump_json(self.data),
@@ -70,11 +70,11 @@ def dump_json(value) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def envelope_json(*, sequence: int, event_type: str, user_id, data_json: str, created_at) -> str:
+def envelope_json(*, event_id: int, event_type: str, user_id, data_json: str, created_at) -> str:
     """The envelope's wire text, built around `data` already encoded (publishing encodes it
     once for the store and reuses it here)."""
     return (
-        f'{{"id":{int(sequence)},"type":{dump_json(event_type)},"user_id":"{user_id}",'
+        f'{{"id":{int(event_id)},"type":{dump_json(event_type)},"user_id":"{user_id}",'
         f'"data":{data_json},"timestamp":"{format_timestamp(created_at)}"}}'
     )
 

@@ -42,11 +42,11 @@ def publish_event(
     event_type = str(event_type)
     data_json = dump_json(payload)
     with transaction.atomic(savepoint=False):
-        event_id, sequence, created_at = _store_event(user_uuid, event_type, data_json)
+        row_id, event_id, created_at = _store_event(user_uuid, event_type, data_json)
         event = Event(
-            id=event_id,
+            id=row_id,
             user_id=user_uuid,
-            sequence=sequence,
+            event_id=event_id,
             type=event_type,
             data=payload,
             created_at=created_at,
@@ -55,9 +55,9 @@ def publish_event(
         message = {
             "type": MESSAGE_TYPE,
             "user_id": str(user_uuid),
-            "event_id": sequence,
+            "event_id": event_id,
             "envelope": envelope_json(
-                sequence=sequence,
+                event_id=event_id,
                 event_type=event_type,
                 user_id=user_uuid,
                 data_json=data_json,
@@ -88,31 +88,31 @@ async def apublish_event(
     )
 
 
-_NEXT_SEQUENCE_SQL = (
+_NEXT_EVENT_ID_SQL = (
     "INSERT INTO {counter} (user_id, last_event_id) VALUES (%s, 1) "
     "ON CONFLICT (user_id) DO UPDATE SET last_event_id = {counter}.last_event_id + 1 "
     "RETURNING last_event_id"
 )
 _INSERT_EVENT_SQL = (
-    "INSERT INTO {event} (user_id, sequence, type, data, created_at) "
+    "INSERT INTO {event} (user_id, event_id, type, data, created_at) "
     "VALUES (%s, %s, %s, %s, %s) RETURNING id"
 )
 # PostgreSQL does both in one round trip; the timestamp is read after the counter's row lock
-# is taken, so a user's timestamps grow with the sequence.
+# is taken, so a user's timestamps grow with the event id.
 _STORE_EVENT_SQL_POSTGRES = (
-    "WITH next AS (" + _NEXT_SEQUENCE_SQL + ") "  # noqa: S608 - constants and table names
-    "INSERT INTO {event} (user_id, sequence, type, data, created_at) "
+    "WITH next AS (" + _NEXT_EVENT_ID_SQL + ") "  # noqa: S608 - constants and table names
+    "INSERT INTO {event} (user_id, event_id, type, data, created_at) "
     "SELECT %s, last_event_id, %s, %s::jsonb, clock_timestamp() FROM next "
-    "RETURNING id, sequence, created_at"
+    "RETURNING id, event_id, created_at"
 )
 
 
 def _store_event(user_id: uuid.UUID, event_type: str, data_json: str) -> tuple[int, int, datetime]:
-    """Insert the event with the user's next sequence number; return (id, sequence, created_at).
+    """Insert the event with the user's next event id; return (row id, event id, created_at).
 
     The counter upsert allocates the number and takes the counter row's lock, held until the
     caller's transaction ends: numbers are gapless (a rollback returns them) and a user's
-    events commit in sequence order. Raw SQL: this is the hot path of every publisher.
+    events commit in event id order. Raw SQL: this is the hot path of every publisher.
     """
     tables = {
         "counter": connection.ops.quote_name(EventCounter._meta.db_table),
@@ -126,17 +126,17 @@ def _store_event(user_id: uuid.UUID, event_type: str, data_json: str) -> tuple[i
                 [user, user, event_type, data_json],
             )
             return cursor.fetchone()
-        cursor.execute(_NEXT_SEQUENCE_SQL.format(**tables), [user])
-        sequence = cursor.fetchone()[0]
-        created_at = timezone.now()  # after the row lock: timestamps grow with the sequence
+        cursor.execute(_NEXT_EVENT_ID_SQL.format(**tables), [user])
+        event_id = cursor.fetchone()[0]
+        created_at = timezone.now()  # after the row lock: timestamps grow with the event id
         cursor.execute(
             _INSERT_EVENT_SQL.format(**tables),
             [
                 user,
-                sequence,
+                event_id,
                 event_type,
                 data_json,
                 connection.ops.adapt_datetimefield_value(created_at),
             ],
         )
-        return cursor.fetchone()[0], sequence, created_at
+        return cursor.fetchone()[0], event_id, created_at

@@ -7,7 +7,7 @@ from django.db import connection
 from notifications.models import Event, EventCounter
 
 
-def event_latest_id_for_user(*, user_id: uuid.UUID) -> int:
+def event_last_id_for_user(*, user_id: uuid.UUID) -> int:
     """The user's newest event id (0 when they have none).
 
     Raw SQL: every connect reads it, and building the ORM query cost more than running it.
@@ -24,7 +24,7 @@ def event_list_for_user(
     *, user_id: uuid.UUID, after: int, limit: int, up_to: int | None = None
 ) -> list[Event]:
     """The user's kept events with after < id (<= up_to), oldest first, at most `limit`."""
-    events = Event.objects.filter(user_id=user_id, sequence__gt=after)
+    events = Event.objects.filter(user_id=user_id, event_id__gt=after)
     if up_to is not None:
-        events = events.filter(sequence__lte=up_to)
-    return list(events.order_by("sequence")[:limit])
+        events = events.filter(event_id__lte=up_to)
+    return list(events.order_by("event_id")[:limit])

@@ -120,7 +120,7 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several threads (daphne's sync workers, the test suite) write the same file: wait for
-    # the lock instead of failing at once, and take it at BEGIN so a sequence-number upsert
+    # the lock instead of failing at once, and take it at BEGIN so a event-id upsert
     # never has to upgrade a read lock.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "transaction_mode": "IMMEDIATE"}

@@ -235,3 +235,43 @@ def test_hand_stepped_coroutines_live_in_the_compat_module_only():
 @pytest.mark.parametrize("module", ["notifications.realtime.consumer"])
 def test_the_consumer_module_stays_readable(module):
     assert len(MODULES[module].read_text().splitlines()) <= 300
+
+
+# The per-user event number is `id` on the wire and `event_id` everywhere in code; these
+# are the names it had before, one per module that used it.
+RETIRED_EVENT_NUMBER_NAMES = {"sequence", "last_sent", "watch_target", "latest_id"}
+
+
+def _identifiers(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            yield node.id, node.lineno
+        elif isinstance(node, ast.Attribute):
+            yield node.attr, node.lineno
+        elif isinstance(node, (ast.arg, ast.keyword)) and node.arg:
+            yield node.arg, node.lineno
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield node.name, node.lineno
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.value, node.lineno  # field names in querysets and admin options
+
+
+def test_the_event_number_has_one_name():
+    offenders = [
+        f"{module}:{line} {name}"
+        for module, path in MODULES.items()
+        for name, line in _identifiers(ast.parse(path.read_text()))
+        if name.split("__")[0] in RETIRED_EVENT_NUMBER_NAMES
+    ]
+    assert offenders == []
+
+
+def test_no_production_name_looks_like_a_test():
+    offenders = [
+        f"{module}:{node.lineno} {node.name}"
+        for module, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        and node.name.lower().startswith("test")
+    ]
+    assert offenders == []

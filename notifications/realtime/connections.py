@@ -20,7 +20,7 @@ from django.conf import settings
 
 from notifications.realtime.auth import claims_pass
 from notifications.realtime.database import read_from_database
-from notifications.realtime.selectors import users_token_states_with_latest_ids
+from notifications.realtime.selectors import users_token_states_with_last_event_ids
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +84,8 @@ def _check_forwarding(scope: dict, host: str) -> None:
 
 
 class _Stream(Protocol):
-    last_sent: int  # the newest event id sent
-    watch_target: int  # the newest id the delivery watch saw at its previous tick
+    last_event_id: int  # the newest event id sent
+    watched_event_id: int  # the newest id the delivery watch saw at its previous tick
 
     async def catch_up(self) -> None: ...
 
@@ -265,7 +265,7 @@ class ConnectionRegistry:
                 user_ids = list(self.by_user)
                 found: dict = {}
                 for start in range(0, len(user_ids), 1000):
-                    found |= await read_from_database(users_token_states_with_latest_ids)(
+                    found |= await read_from_database(users_token_states_with_last_event_ids)(
                         user_ids=user_ids[start : start + 1000]
                     )
                 behind, revoked = [], []
@@ -283,9 +283,9 @@ class ConnectionRegistry:
                     if not passes:
                         revoked.append(consumer)
                         continue
-                    if consumer.stream.last_sent < consumer.stream.watch_target:
+                    if consumer.stream.last_event_id < consumer.stream.watched_event_id:
                         behind.append(consumer)
-                    consumer.stream.watch_target = latest
+                    consumer.stream.watched_event_id = latest
                 if revoked:
                     logger.info("closing %d socket(s) whose token was revoked", len(revoked))
                     await asyncio.gather(

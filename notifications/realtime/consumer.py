@@ -183,7 +183,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             self.claims = policy_claims(validated)
             self.timer.cancel()
             self.user_id = auth.user.id
-            self.stream.start(self.user_id, last_sent=resume.latest_id)
+            self.stream.start(self.user_id, last_event_id=resume.last_event_id)
             if not registry.authenticate(self):
                 logger.info("websocket refused: user %s has too many connections", self.user_id)
                 await self.close_with(CloseCode.POLICY)
@@ -193,7 +193,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
                 {
                     "type": "connected",
                     "user_id": str(self.user_id),
-                    "last_event_id": resume.latest_id,
+                    "last_event_id": resume.last_event_id,
                     "recovered": resume.recovered,
                     "expires_at": format_timestamp(auth.expires_at),
                 }

@@ -28,7 +28,7 @@ class UserTokenState:
     token_version: int
 
 
-def users_token_states_with_latest_ids(
+def users_token_states_with_last_event_ids(
     *, user_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[UserTokenState, int]]:
     """For each of these users that still exists (a deleted one is missing): their token
@@ -43,7 +43,7 @@ def users_token_states_with_latest_ids(
 
 @dataclass(frozen=True)
 class ResumePoint:
-    latest_id: int
+    last_event_id: int
     recovered: bool
 
 
@@ -63,7 +63,7 @@ def connecting_users_with_resume_points(
     store never issued (a reset database): either way it must reload its state.
     """
     requests = set(requests)
-    users = _users_with_latest_event_ids(user_ids={user_id for user_id, _ in requests})
+    users = _users_with_last_event_ids(user_ids={user_id for user_id, _ in requests})
     resuming = {
         (user_id, last_event_id + 1)
         for user_id, last_event_id in requests
@@ -83,7 +83,7 @@ def connecting_users_with_resume_points(
     return found
 
 
-def _users_with_latest_event_ids(*, user_ids: set[uuid.UUID]) -> dict:
+def _users_with_last_event_ids(*, user_ids: set[uuid.UUID]) -> dict:
     """{user id: (user with the policy fields, newest event id)} for the users that exist."""
     user_model = get_user_model()
     meta = user_model._meta
@@ -127,13 +127,13 @@ def _policy_rows(*, user_ids: Iterable[uuid.UUID]) -> list[tuple]:
 
 
 def _kept_events(wanted: set[tuple[uuid.UUID, int]]) -> set[tuple[uuid.UUID, int]]:
-    """Which of these (user id, sequence) events are still kept."""
+    """Which of these (user id, event id) events are still kept."""
     if not wanted:
         return set()
     match = Q()
-    for user_id, sequence in wanted:
-        match |= Q(user_id=user_id, sequence=sequence)
-    return set(Event.objects.filter(match).values_list("user_id", "sequence"))
+    for user_id, event_id in wanted:
+        match |= Q(user_id=user_id, event_id=event_id)
+    return set(Event.objects.filter(match).values_list("user_id", "event_id"))
 
 
 # Every connecting socket's database visit; a reconnect rush is served a batch per query.

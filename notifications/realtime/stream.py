@@ -37,15 +37,15 @@ class EventStream:
         self.write = write
         self.user_id = None
         self.user_key: str | None = None  # the user id as layer messages carry it
-        self.last_sent = 0
+        self.last_event_id = 0
         # The newest id the delivery watch saw at its previous tick (connections.py).
-        self.watch_target = 0
+        self.watched_event_id = 0
         # Live events, replays and the registry's catch-up all send store-ordered frames:
         # one at a time, so ids never interleave.
         self.lock = asyncio.Lock()
 
-    def start(self, user_id, *, last_sent: int) -> None:
-        self.user_id, self.user_key, self.last_sent = user_id, str(user_id), last_sent
+    def start(self, user_id, *, last_event_id: int) -> None:
+        self.user_id, self.user_key, self.last_event_id = user_id, str(user_id), last_event_id
 
     def forward_at_once(self, message: dict):
         """Write the next event without a task when nothing else is sending: a task, a send
@@ -59,7 +59,7 @@ class EventStream:
         if (
             message.get("type") != MESSAGE_TYPE
             or message.get("user_id") != self.user_key
-            or message.get("event_id") != self.last_sent + 1
+            or message.get("event_id") != self.last_event_id + 1
             or not compat.acquired_at_once(self.lock)
         ):
             return False
@@ -91,9 +91,9 @@ class EventStream:
             if self.connection.closing or message.get("user_id") != self.user_key:
                 return
             event_id = message["event_id"]
-            if event_id <= self.last_sent:
+            if event_id <= self.last_event_id:
                 return  # already sent by a replay or a gap fill
-            if event_id > self.last_sent + 1:
+            if event_id > self.last_event_id + 1:
                 # The layer dropped or reordered something: the store has every committed event.
                 telemetry.gap_filled()
                 await self.send_from_store(up_to=event_id - 1)
@@ -101,14 +101,14 @@ class EventStream:
                 self._sent(message)
 
     def _sent(self, message: dict) -> None:
-        self.last_sent = message["event_id"]
+        self.last_event_id = message["event_id"]
         telemetry.event_delivered(message)
 
     async def replay(self, after: int) -> None:
         """Send every stored event after `after` (the caller holds the lock)."""
-        self.last_sent = after
+        self.last_event_id = after
         await self.send_from_store(up_to=None)
-        telemetry.replayed(self.last_sent - after)
+        telemetry.replayed(self.last_event_id - after)
 
     async def catch_up(self) -> None:
         """Send every stored event newer than the last one sent (the channel layer lost some)."""
@@ -120,12 +120,12 @@ class EventStream:
         batch = settings.NOTIFICATIONS_REPLAY_BATCH
         while not self.connection.closing:
             events = await read_from_database(selectors.event_list_for_user)(
-                user_id=self.user_id, after=self.last_sent, limit=batch, up_to=up_to
+                user_id=self.user_id, after=self.last_event_id, limit=batch, up_to=up_to
             )
             for event in events:
                 if not await self.send_text(event.envelope_json()):
                     return
-                self.last_sent = event.sequence
+                self.last_event_id = event.event_id
             if len(events) < batch:
                 return
 

@@ -16,10 +16,10 @@ def emails_defaults(settings):
 
 
 def stored_events(user) -> list[tuple[str, dict]]:
-    """(type, data) of every event stored for `user`, in sequence order."""
+    """(type, data) of every event stored for `user`, in event id order."""
     return [
         (event.type, event.data)
-        for event in Event.objects.filter(user_id=user.id).order_by("sequence")
+        for event in Event.objects.filter(user_id=user.id).order_by("event_id")
     ]
 
 

@@ -75,7 +75,7 @@ def test_applying_the_form_publishes_and_reports_online_connections(client, oper
     )
     assert response.status_code == 200
     event = Event.objects.get(user=user)
-    assert (event.sequence, event.type, event.data) == (1, "draft_ready", data)
+    assert (event.event_id, event.type, event.data) == (1, "draft_ready", data)
     messages = [str(m) for m in response.context["messages"]]
     assert messages == [f"Sent draft_ready event #1 to {user.email}; connections online: 2."]
 
@@ -150,7 +150,7 @@ def test_the_event_admin_filters_by_user_and_type_and_searches_by_id(
     def listed(**params) -> list[tuple]:
         response = client.get(url, params)
         assert response.status_code == 200
-        return sorted((e.user_id, e.sequence) for e in response.context["cl"].result_list)
+        return sorted((e.user_id, e.event_id) for e in response.context["cl"].result_list)
 
     assert listed(user__id__exact=str(user.pk)) == [(user.pk, 1), (user.pk, 2), (user.pk, 3)]
     assert listed(type__exact="draft_ready") == sorted([(user.pk, 2), (other_user.pk, 1)])

@@ -36,7 +36,7 @@ def test_history_returns_the_callers_events_after_an_id(auth_client, user, other
     assert all(e["user_id"] == str(user.id) for e in body["events"])
     assert body["has_more"] is True
     assert body["last_event_id"] == 5
-    assert body["events"][0] == Event.objects.get(user=user, sequence=3).envelope()
+    assert body["events"][0] == Event.objects.get(user=user, event_id=3).envelope()
 
 
 def test_history_defaults_to_everything_kept(auth_client, user):

@@ -82,7 +82,7 @@ def test_prune_events_deletes_only_events_past_retention(user):
     Event.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=8))
     out, _ = run("prune_events")
     assert out.strip() == "Deleted 1 event(s)."
-    assert list(Event.objects.values_list("sequence", flat=True)) == [new.sequence]
+    assert list(Event.objects.values_list("event_id", flat=True)) == [new.event_id]
     assert run("prune_events", "--older-than-seconds", "0")[0].strip() == "Deleted 1 event(s)."
 
 

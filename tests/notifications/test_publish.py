@@ -105,8 +105,8 @@ def test_every_event_type_has_a_valid_sample():
 
 @pytest.mark.django_db
 def test_ids_count_per_user_from_one(user, other_user):
-    ids = [draft_ready(user).sequence for _ in range(3)]
-    other = [draft_ready(other_user).sequence for _ in range(2)]
+    ids = [draft_ready(user).event_id for _ in range(3)]
+    other = [draft_ready(other_user).event_id for _ in range(2)]
     assert ids == [1, 2, 3]
     assert other == [1, 2]
 
@@ -117,7 +117,7 @@ def test_a_rolled_back_event_returns_its_id(user):
     with contextlib.suppress(RuntimeError), transaction.atomic():
         draft_ready(user)
         raise RuntimeError("the caller's write failed")
-    assert draft_ready(user).sequence == 2
+    assert draft_ready(user).event_id == 2
 
 
 @pytest.mark.django_db(transaction=True)
@@ -151,10 +151,10 @@ def test_ids_stay_gapless_and_commit_ordered_under_eight_threads(user):
         thread.join(120)
     assert not errors, errors
     assert 0 < len(committed) < 8 * per_thread
-    sequences = list(Event.objects.filter(user=user).order_by("sequence"))
-    assert [e.sequence for e in sequences] == list(range(1, len(committed) + 1))
-    by_time = sorted(sequences, key=lambda e: (e.created_at, e.sequence))
-    assert [e.sequence for e in by_time] == [e.sequence for e in sequences]
+    stored = list(Event.objects.filter(user=user).order_by("event_id"))
+    assert [e.event_id for e in stored] == list(range(1, len(committed) + 1))
+    by_time = sorted(stored, key=lambda e: (e.created_at, e.event_id))
+    assert [e.event_id for e in by_time] == [e.event_id for e in stored]
 
 
 # --- delivery after commit ---------------------------------------------------------------------

@@ -118,7 +118,7 @@ class DemoServer:
             "from notifications.services import event_send_sample\n"
             "from reasonflow.users.selectors import user_get_by_identifier\n"
             f"user = user_get_by_identifier(identifier={email!r})\n"
-            f"ids = [event_send_sample(user_id=user.id, event_type={event_type!r}).sequence"
+            f"ids = [event_send_sample(user_id=user.id, event_type={event_type!r}).event_id"
             f" for _ in range({int(count)})]\n"
             "print(' '.join(map(str, ids)))"
         )

@@ -46,7 +46,7 @@ const CLIENT_GAVE_UP = 4000;
  * @property {number|null} code    close code that caused this state, when there was one
  *
  * @typedef {object} Envelope
- * @property {number} id           per-user sequence number (PROTOCOL §3)
+ * @property {number} id           per-user event id (PROTOCOL §3)
  * @property {string} type         e.g. "email_received", "draft_ready", "batch_progress"
  * @property {string} user_id
  * @property {Record<string, unknown>} data

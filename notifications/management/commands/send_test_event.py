@@ -38,5 +38,5 @@ class Command(BaseCommand):
         except PresenceUnavailable:
             online = "unknown (presence store unreachable)"
         self.stderr.write(
-            f"Sent {event.type} event #{event.sequence} to {target}; connections online: {online}."
+            f"Sent {event.type} event #{event.event_id} to {target}; connections online: {online}."
         )

@@ -392,7 +392,7 @@ async def test_an_event_published_while_a_socket_authenticates_arrives_at_once(u
     for attempt in range(25):
         connecting = asyncio.create_task(connect(access_token_for(user)))
         await asyncio.sleep(0.001 * (attempt % 5))
-        published = (await publish(user)).sequence
+        published = (await publish(user)).event_id
         comm, connected = await connecting
         missing = published - connected["last_event_id"]
         received = [e["id"] for e in await receive_events(comm, missing, timeout=1)]
@@ -403,7 +403,7 @@ async def test_an_event_published_while_a_socket_authenticates_arrives_at_once(u
 async def test_resume_after_pruning_reports_not_recovered(user):
     for _ in range(4):
         await publish(user)
-    await sync_to_async(Event.objects.filter(user=user, sequence__lte=2).delete)()
+    await sync_to_async(Event.objects.filter(user=user, event_id__lte=2).delete)()
     comm, connected = await connect(access_token_for(user), last_event_id=1)
     assert connected["recovered"] is False
     assert connected["last_event_id"] == 4
@@ -462,7 +462,7 @@ async def test_a_reordered_or_repeated_channel_message_is_sent_once_in_order(use
         {
             "type": "notification.event",
             "user_id": str(user.id),
-            "event_id": events[1].sequence,
+            "event_id": events[1].event_id,
             "envelope": events[1].envelope_json(),
         },
     )

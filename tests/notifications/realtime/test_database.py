@@ -62,10 +62,10 @@ def test_one_query_reads_every_connecting_user_and_their_newest_event(
     with django_assert_num_queries(1):
         found = selectors.connecting_users_with_resume_points(requests=requests)
     assert {key: (user and user.id, resume) for key, (user, resume) in found.items()} == {
-        (users[0].id, None): (users[0].id, ResumePoint(latest_id=2, recovered=True)),
-        (users[1].id, None): (users[1].id, ResumePoint(latest_id=1, recovered=True)),
-        (users[2].id, None): (users[2].id, ResumePoint(latest_id=0, recovered=True)),
-        (missing_id, None): (None, ResumePoint(latest_id=0, recovered=True)),
+        (users[0].id, None): (users[0].id, ResumePoint(last_event_id=2, recovered=True)),
+        (users[1].id, None): (users[1].id, ResumePoint(last_event_id=1, recovered=True)),
+        (users[2].id, None): (users[2].id, ResumePoint(last_event_id=0, recovered=True)),
+        (missing_id, None): (None, ResumePoint(last_event_id=0, recovered=True)),
     }
 
 
@@ -86,7 +86,7 @@ def test_the_user_carries_exactly_the_fields_the_token_policy_reads(user):
 def test_resume_points_of_clients_at_every_position(make_user, django_assert_num_queries):
     user = make_user()
     publish(user, 5)
-    Event.objects.filter(user=user, sequence__lte=2).delete()  # pruned: 1 and 2
+    Event.objects.filter(user=user, event_id__lte=2).delete()  # pruned: 1 and 2
     requests = [(user.id, last) for last in (None, 5, 4, 2, 1, 9)]
     with django_assert_num_queries(2):  # the second for those resuming from an older id
         found = selectors.connecting_users_with_resume_points(requests=requests)
