@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run worker test lint format bench clean
+.PHONY: run demo worker test lint format bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ PORT ?= 8000
 ## 127.0.0.1:8000 (`make run PORT=8001`). Production: README, "Production".
 run: $(VENV)/.runtime
 	DEBUG=true $(PY) manage.py serve --host $(HOST) --port $(PORT)
+
+## In a second terminal beside `make run`: drive the server through all eight event types,
+## printing each REST call and each event its socket receives (works on every run).
+demo: $(VENV)/.runtime
+	$(PY) manage.py demo --url http://$(HOST):$(PORT)
 
 ## Run background jobs from the database queue (production: TASKS_BACKEND=database everywhere).
 worker: $(VENV)/.runtime
