@@ -4,6 +4,7 @@
 import asyncio
 import gc
 import logging
+import socket
 
 import uvicorn
 from django.conf import settings
@@ -70,8 +71,26 @@ def server_config(*, host: str, port: int, **overrides) -> uvicorn.Config:
     return uvicorn.Config("reasonflow.asgi:application", **options)
 
 
-def serve(*, host: str, port: int, **overrides) -> None:
-    """Run the server until SIGINT/SIGTERM."""
+class PortUnavailable(Exception):
+    pass
+
+
+def listening_socket(*, host: str, port: int) -> socket.socket:
+    """Bind the server's address now, so that a taken port fails before anything is printed;
+    serve() then accepts on this socket."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortUnavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+def serve(*, host: str, port: int, sock: socket.socket | None = None, **overrides) -> None:
+    """Run the server until SIGINT/SIGTERM, on `sock` when given (see listening_socket)."""
     config = server_config(host=host, port=port, **overrides)
     config.load()  # import the application now, so that its objects are frozen below
     # A full collection walked every object of Django and the app while sockets waited: the
@@ -80,7 +99,7 @@ def serve(*, host: str, port: int, **overrides) -> None:
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     request_finished.connect(close_request_connections)
-    NotifyServer(config).run()
+    NotifyServer(config).run(sockets=None if sock is None else [sock])
 
 
 def close_request_connections(**kwargs) -> None:

@@ -2,6 +2,9 @@
 
 import io
 import json
+import os
+import subprocess
+import sys
 import threading
 import urllib.request
 from datetime import timedelta
@@ -12,11 +15,12 @@ from django.db import connection
 from django.utils import timezone
 
 from notifications import services
+from notifications.management.commands.serve import Command as ServeCommand
 from notifications.models import Event
 from notifications.realtime.auth import authenticate_access_token
 from reasonflow.users.services import user_issue_tokens
 from tests.conftest import access_token_for
-from tests.support.live import LiveServer
+from tests.support.live import ROOT, LiveServer
 from tests.support.shared_db import live_database_url
 
 
@@ -169,3 +173,35 @@ def test_serve_closes_each_requests_database_connection(shared_server, user, sta
     for _ in range(40):
         post_test_event(shared_server, token, str(user.pk), "draft_ready")
     assert server_connections() - before <= 2
+
+
+@pytest.mark.live
+def test_serve_on_a_taken_port_says_so_before_printing_anything_else(shared_server):
+    # The bind comes first: no banner, token or migration output for a server that cannot run.
+    result = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--port", str(shared_server.port)],
+        cwd=ROOT,
+        env={**os.environ, "DEBUG": "true", "DATABASE_URL": shared_server.env["DATABASE_URL"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert f"cannot listen on 127.0.0.1:{shared_server.port}: Address already in use" in (
+        result.stderr
+    )
+    assert "make run PORT=8001" in result.stderr
+
+
+def test_every_serve_option_has_help_text():
+    parser = ServeCommand().create_parser("manage.py", "serve")
+    ours = [
+        action
+        for action in parser._actions
+        if action.dest in {"host", "port", "no_demo", "no_migrate"}
+    ]
+    assert len(ours) == 4
+    for action in ours:
+        assert action.help, f"{action.option_strings} has no help text"

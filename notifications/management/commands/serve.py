@@ -3,9 +3,9 @@ HTTP and WebSocket with uvicorn (notifications/realtime/server.py)."""
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from notifications.realtime.server import serve
+from notifications.realtime.server import PortUnavailable, listening_socket, serve
 from reasonflow.users.services import (
     DEMO_EMAIL,
     DEMO_PASSWORD,
@@ -32,6 +32,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, host, port, no_demo, no_migrate, **options):
+        try:
+            sock = listening_socket(host=host, port=port)
+        except PortUnavailable as exc:
+            raise CommandError(
+                f"{exc}. Choose another port: `make run PORT=8001` or `serve --port 8001`."
+            ) from None
         if not no_migrate:
             call_command("migrate", interactive=False, verbosity=0)
         if settings.DEBUG and not no_demo:
@@ -39,7 +45,7 @@ class Command(BaseCommand):
         elif settings.DEBUG:
             self.stdout.write(f"\nReasonFlow Notify (development mode) on http://{host}:{port}/\n")
         self.stdout.flush()
-        serve(host=host, port=port)
+        serve(host=host, port=port, sock=sock)
 
     def _print_demo_banner(self, host: str, port: int) -> None:
         user = user_ensure_demo()
