@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run demo worker test lint format bench clean
+.PHONY: run demo worker test test-pythons lint format bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test: $(VENV)/.dev
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+## The test command on Python 3.12 and 3.13 too (a venv each; install + a smoke subset).
+test-pythons:
+	bash .ci/pythons
+
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -50,4 +54,4 @@ bench: $(VENV)/.dev
 	$(PY) -m bench all $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache db.sqlite3
+	rm -rf $(VENV) .venv-3.* .pytest_cache .ruff_cache db.sqlite3
