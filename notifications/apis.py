@@ -1,6 +1,12 @@
 """REST endpoints of the event stream: history, status and the staff test trigger."""
 
 from django.db.models import BigIntegerField
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
@@ -11,6 +17,17 @@ from notifications.events import EventPayloadError, EventType
 from notifications.realtime.presence import PresenceUnavailable, presence_count_for_user
 from notifications.services import event_send_sample
 from reasonflow.users.selectors import user_get_by_identifier
+
+
+@extend_schema_serializer(component_name="EventEnvelope")
+class EnvelopeSerializer(serializers.Serializer):
+    """An event as the socket delivers it (PROTOCOL §2)."""
+
+    id = serializers.IntegerField(help_text="The user's event id: 1, 2, 3, ... with no gaps.")
+    type = serializers.ChoiceField(choices=[t.value for t in EventType])
+    user_id = serializers.UUIDField()
+    data = serializers.DictField(help_text="The payload of this event type (PROTOCOL §2).")
+    timestamp = serializers.DateTimeField()
 
 
 class EventListApi(APIView):
@@ -25,6 +42,21 @@ class EventListApi(APIView):
         )
         limit = serializers.IntegerField(min_value=1, max_value=500, default=100)
 
+    @extend_schema_serializer(component_name="EventPage")
+    class OutputSerializer(serializers.Serializer):
+        events = EnvelopeSerializer(many=True)
+        has_more = serializers.BooleanField(
+            help_text="More kept events follow: ask again after the last id."
+        )
+        last_event_id = serializers.IntegerField(help_text="The user's newest event id.")
+
+    @extend_schema(
+        parameters=[InputSerializer],
+        responses={
+            200: OutputSerializer,
+            400: OpenApiResponse(description="after or limit out of range"),
+        },
+    )
     def get(self, request):
         params = self.InputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -46,10 +78,13 @@ class SampleEventApi(APIView):
 
     permission_classes = [IsAdminUser]
 
+    @extend_schema_serializer(component_name="SampleEventInput")
     class InputSerializer(serializers.Serializer):
-        user = serializers.CharField(max_length=254)
+        user = serializers.CharField(max_length=254, help_text="The user's id or email.")
         type = serializers.ChoiceField(choices=[t.value for t in EventType])
-        data = serializers.DictField(required=False, allow_null=True)
+        data = serializers.DictField(
+            required=False, allow_null=True, help_text="The payload; a sample when omitted."
+        )
 
         def validate_user(self, value: str):
             user = user_get_by_identifier(identifier=value)
@@ -57,6 +92,38 @@ class SampleEventApi(APIView):
                 raise serializers.ValidationError("No user with this id or email.")
             return user
 
+    @extend_schema_serializer(component_name="SampleEventOutput")
+    class OutputSerializer(serializers.Serializer):
+        event = EnvelopeSerializer()
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: OutputSerializer,
+            400: OpenApiResponse(description="unknown user or type, or data off the catalogue"),
+            403: OpenApiResponse(description="staff only"),
+        },
+        examples=[
+            OpenApiExample(
+                "A sample draft_ready",
+                value={"user": "demo@reasonflow.local", "type": "draft_ready"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Given data",
+                value={
+                    "user": "demo@reasonflow.local",
+                    "type": "email_received",
+                    "data": {
+                        "email_id": "0b7e6a4c-1f7d-4d55-9f4c-1f2e3d4c5b6a",
+                        "subject": "Hello",
+                        "sender": "Ada <ada@example.com>",
+                    },
+                },
+                request_only=True,
+            ),
+        ],
+    )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -73,6 +140,15 @@ class SampleEventApi(APIView):
 class StatusApi(APIView):
     """GET status: the caller's open sockets across all server processes and newest event id."""
 
+    @extend_schema_serializer(component_name="StreamStatus")
+    class OutputSerializer(serializers.Serializer):
+        user_id = serializers.UUIDField()
+        connections = serializers.IntegerField(
+            allow_null=True, help_text="Open sockets on every server process; null when unknown."
+        )
+        last_event_id = serializers.IntegerField()
+
+    @extend_schema(responses={200: OutputSerializer})
     def get(self, request):
         try:
             connections = presence_count_for_user(user_id=request.user.id)

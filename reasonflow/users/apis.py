@@ -6,7 +6,13 @@ Retry-After before doing any work.
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
-from drf_spectacular.utils import extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import AuthenticationFailed, NotFound
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -41,11 +47,28 @@ from reasonflow.users.throttles import (
 from reasonflow.users.tokens import RefreshToken
 
 
+@extend_schema_serializer(component_name="TokenPair")
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField(
+        help_text="Access token: the WebSocket's first frame, REST's Bearer."
+    )
+    refresh = serializers.CharField(help_text="Refresh token: POST auth/refresh for a new pair.")
+
+
+CREDENTIALS_EXAMPLE = OpenApiExample(
+    "Credentials",
+    value={"email": "ada@example.com", "password": "correct horse battery staple"},
+    request_only=True,
+)
+REFUSED = OpenApiResponse(description="Throttled: too many attempts (Retry-After says when).")
+
+
 class RegisterApi(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
     throttle_classes = [RegisterThrottle]
 
+    @extend_schema_serializer(component_name="RegisterInput")
     class InputSerializer(serializers.Serializer):
         email = serializers.EmailField(max_length=254)
         password = serializers.CharField(max_length=128, trim_whitespace=False)
@@ -55,6 +78,21 @@ class RegisterApi(APIView):
                 raise serializers.ValidationError("A user with this email already exists.")
             return value
 
+    @extend_schema_serializer(component_name="RegisterOutput")
+    class OutputSerializer(TokenPairSerializer):
+        user = inline_serializer(
+            "RegisteredUser", {"id": serializers.UUIDField(), "email": serializers.EmailField()}
+        )
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: OutputSerializer,
+            400: OpenApiResponse(description="email taken or invalid; password too weak"),
+            429: REFUSED,
+        },
+        examples=[CREDENTIALS_EXAMPLE],
+    )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -82,6 +120,14 @@ class LoginApi(FailureThrottledMixin, TokenObtainPairView):
 
     serializer_class = InputSerializer
 
+    @extend_schema(
+        responses={
+            200: TokenPairSerializer,
+            401: OpenApiResponse(description="wrong email or password"),
+            429: REFUSED,
+        },
+        examples=[CREDENTIALS_EXAMPLE],
+    )
     def post(self, request, *args, **kwargs):
         try:
             return super().post(request, *args, **kwargs)
@@ -123,6 +169,13 @@ class LogoutApi(APIView):
         # Without it DRF turns an invalid refresh token's 401 into a 403.
         return 'Bearer realm="api"'
 
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            204: OpenApiResponse(description="logged out everywhere"),
+            401: OpenApiResponse(description="the refresh token is invalid or already used"),
+        },
+    )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         try:
@@ -139,10 +192,19 @@ class PasswordChangeApi(FailureThrottledMixin, APIView):
     permission_classes = [IsAuthenticated]
     throttle_classes = [PasswordChangeThrottle]
 
+    @extend_schema_serializer(component_name="PasswordChangeInput")
     class InputSerializer(serializers.Serializer):
         current_password = serializers.CharField(max_length=128, trim_whitespace=False)
         new_password = serializers.CharField(max_length=128, trim_whitespace=False)
 
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: TokenPairSerializer,
+            400: OpenApiResponse(description="current password wrong, or new one too weak"),
+            429: REFUSED,
+        },
+    )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -168,6 +230,13 @@ class DemoSignInApi(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
 
+    @extend_schema(
+        request=None,
+        responses={
+            200: TokenPairSerializer,
+            404: OpenApiResponse(description="DEBUG is off: there is no demo user"),
+        },
+    )
     def post(self, request):
         try:
             tokens = user_demo_sign_in()

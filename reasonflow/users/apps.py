@@ -9,4 +9,7 @@ class UsersConfig(AppConfig):
     verbose_name = "Users"
 
     def ready(self) -> None:
-        from reasonflow.users import signals  # noqa: F401 - connects the receivers
+        from reasonflow.users import (
+            schema,  # noqa: F401 - registers the API schema's JWT scheme
+            signals,  # noqa: F401 - connects the receivers
+        )
