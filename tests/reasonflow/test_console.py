@@ -58,6 +58,8 @@ def log_in(page, server: DemoServer, email: str = DEMO_EMAIL, password: str = DE
     # The badges start from the REST counts.
     expect(page.locator("#badge-unread")).to_have_attribute("data-count", re.compile(r"^\d+$"))
     expect(page.locator("#badge-drafts")).to_have_attribute("data-count", re.compile(r"^\d+$"))
+    # The feed starts from the stored history (loaded once the socket said where it stands).
+    expect(page.locator("#feed")).to_have_attribute("data-history", "loaded")
 
 
 def badge(page, name: str) -> int:
@@ -406,7 +408,11 @@ def test_the_favicon_is_served_and_no_request_fails(page, server):
     email, password = new_demo_user(server)
     log_in(page, server, email, password)
     page.reload()
+    # Leave only once the page's own requests are answered (a navigation aborts the rest).
     expect(page.locator("#state")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#feed")).to_have_attribute("data-history", "loaded")
+    expect(page.locator("#badge-unread")).to_have_attribute("data-count", "0")
+    expect(page.locator("#badge-drafts")).to_have_attribute("data-count", "0")
     icon = page.locator("link[rel=icon]").get_attribute("href")
     assert page.request.get(server.http_url + icon).headers["content-type"] == "image/svg+xml"
     page.goto(server.http_url + "/admin/login/")
