@@ -6,10 +6,11 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from notifications.operations.views import healthz, metrics, readyz
-from reasonflow.console.views import console
+from reasonflow.console.views import console, favicon
 
 urlpatterns = [
     path("", console, name="console"),
+    path("favicon.ico", favicon, name="favicon"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),

@@ -2,8 +2,9 @@
 client (static/notifications/client.js) and shows the live event stream of its user."""
 
 from django.conf import settings
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.templatetags.static import static
+from django.views.decorators.http import require_GET, require_safe
 
 from reasonflow.users.services import DEMO_EMAIL
 
@@ -17,3 +18,10 @@ def console(request):
         "console/console.html",
         {"demo_email": DEMO_EMAIL if settings.DEBUG else None},
     )
+
+
+@require_safe
+def favicon(request):
+    """/favicon.ico, which browsers fetch for pages without an icon link (the admin's, the API
+    docs'): the console's icon, wherever the static files are served from."""
+    return redirect(static("notifications/favicon.ico"))

@@ -58,6 +58,8 @@ def log_in(page, server: DemoServer, email: str = DEMO_EMAIL, password: str = DE
     # The badges start from the REST counts.
     expect(page.locator("#badge-unread")).to_have_attribute("data-count", re.compile(r"^\d+$"))
     expect(page.locator("#badge-drafts")).to_have_attribute("data-count", re.compile(r"^\d+$"))
+    # The feed starts from the stored history (loaded once the socket said where it stands).
+    expect(page.locator("#feed")).to_have_attribute("data-history", "loaded")
 
 
 def badge(page, name: str) -> int:
@@ -258,3 +260,166 @@ def test_phone_width_layout_has_no_horizontal_scroll(browser, server, screenshot
         page.screenshot(path=str(screenshots / "console-phone.png"), full_page=True)
     finally:
         context.close()
+
+
+# --- history after a login or a reload -------------------------------------------------------
+
+
+def feed_ids_in_order(page) -> list[int]:
+    """The feed's event ids top to bottom, as a person reads them."""
+    return page.locator("#feed li[data-event-id]").evaluate_all(
+        "rows => rows.map(row => Number(row.dataset.eventId))"
+    )
+
+
+def test_a_reload_shows_the_stored_history_with_its_jobs_and_no_toast(page, server):
+    email, password = new_demo_user(server)
+    log_in(page, server, email, password)
+    page.click("[data-action=sync]")
+    expect(page.locator("#action-status")).to_contain_text("Sync stored")
+    page.click("[data-action=batch]")
+    expect(page.locator("#jobs li[data-job-id]").first).to_have_attribute("data-final", "completed")
+    expect(page.locator("#feed li[data-type=batch_complete]")).to_have_count(1)
+    shown = feed_ids_in_order(page)
+    unread, drafts = badge(page, "unread"), badge(page, "drafts")
+
+    page.reload()
+    expect(page.locator("#state")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#feed li[data-event-id]")).to_have_count(len(shown))
+    assert feed_ids_in_order(page) == shown == sorted(shown, reverse=True)
+    expect(page.locator("#feed-count")).to_have_text(f"({len(shown)})")
+    job = page.locator("#jobs li[data-job-id]")
+    expect(job).to_have_count(1)
+    expect(job).to_have_attribute("data-final", "completed")
+    expect(job.locator(".progress")).to_have_attribute("aria-valuenow", "100")
+    # History is shown, not announced: no toast, and the badges are the REST counts.
+    expect(page.locator(".toast")).to_have_count(0)
+    assert (badge(page, "unread"), badge(page, "drafts")) == (unread, drafts)
+
+
+def test_a_login_shows_the_newest_fifty_stored_events_newest_first(page, server):
+    email, password = new_demo_user(server)
+    assert server.publish_direct(email=email, event_type="email_received", count=60)[-1] == 60
+    log_in(page, server, email, password)
+    expect(page.locator("#feed li[data-event-id]")).to_have_count(50)
+    assert feed_ids_in_order(page) == list(range(60, 10, -1))
+    expect(page.locator(".toast")).to_have_count(0)
+    assert badge(page, "unread") == 0  # sample events store no email: the REST count stands
+
+
+def test_events_replayed_and_live_during_the_history_load_show_once_in_order(page, server):
+    email, password = new_demo_user(server)
+    server.publish_direct(email=email, event_type="email_received", count=3)
+    log_in(page, server, email, password)
+    expect(page.locator("#feed li[data-event-id]")).to_have_count(3)
+
+    # Away from the page (its tab keeps the resume point), two more events are stored; back on
+    # it, the history request is held while the socket replays those two and a live one comes.
+    page.goto("about:blank")
+    assert server.publish_direct(email=email, event_type="email_received", count=2) == [4, 5]
+    held = []
+    page.route("**/api/v1/notifications/events*", lambda route: held.append(route))
+    page.goto(server.http_url + "/")
+    expect(page.locator("#state")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#feed li[data-event-id]")).to_have_count(2)
+    assert feed_ids_in_order(page) == [5, 4]
+    staff = server.login()["access"]
+    live = server.send_test_event(staff_token=staff, user=email, event_type="email_received")
+    assert live["id"] == 6
+    expect(page.locator("#feed li[data-event-id='6']")).to_have_count(1)
+    assert len(held) == 1
+    held[0].continue_()  # the history now answers 1..6: three of them are on the page already
+
+    expect(page.locator("#feed li[data-event-id]")).to_have_count(6)
+    assert feed_ids_in_order(page) == [6, 5, 4, 3, 2, 1]
+    # Only the live event is news: one toast, one more unread (the REST count was 0).
+    expect(page.locator(".toast")).to_have_count(1)
+    expect(page.locator("#badge-unread")).to_have_attribute("data-count", "1")
+
+
+# --- toasts and the feed ---------------------------------------------------------------------
+
+OVERLAPS = """() => {
+  const boxes = (selector) => [...document.querySelectorAll(selector)].map((el) => {
+    const r = el.getBoundingClientRect();
+    return {left: r.left, right: r.right, top: r.top, bottom: r.bottom, label: el.textContent};
+  });
+  const visible = (r) => r.bottom > 0 && r.top < innerHeight && r.right > 0 && r.left < innerWidth;
+  const rows = boxes("#feed li").filter(visible);
+  const toasts = boxes(".toast").filter(visible);
+  const overlaps = [];
+  for (const t of toasts) for (const r of rows) {
+    if (t.left < r.right && r.left < t.right && t.top < r.bottom && r.top < t.bottom) {
+      overlaps.push(`${t.label} over ${r.label}`);
+    }
+  }
+  return {rows: rows.length, toasts: toasts.length, overlaps};
+}"""
+
+
+@pytest.mark.parametrize(
+    "viewport",
+    [{"width": 1280, "height": 800}, {"width": 390, "height": 844}],
+    ids=["desktop", "phone"],
+)
+def test_toasts_never_cover_the_feed(browser, server, viewport):
+    context = browser.new_context(viewport=viewport, is_mobile=viewport["width"] < 900)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        email, password = new_demo_user(server)
+        # A feed longer than the screen, so rows reach every part of it.
+        server.publish_direct(email=email, event_type="email_classified", count=40)
+        log_in(page, server, email, password)
+        expect(page.locator("#feed li[data-event-id]")).to_have_count(40)
+        page.click("[data-action=sync]")  # three new emails: three toasts at once
+        expect(page.locator(".toast")).to_have_count(3)
+        height = page.evaluate("document.documentElement.scrollHeight")
+        seen = {"rows": 0, "toasts": 0}
+        for top in range(0, height, viewport["height"] // 3):
+            page.evaluate(f"window.scrollTo(0, {top})")
+            found = page.evaluate(OVERLAPS)
+            assert found["overlaps"] == [], f"at scroll {top}: {found['overlaps']}"
+            seen["rows"] = max(seen["rows"], found["rows"])
+            seen["toasts"] = max(seen["toasts"], found["toasts"])
+        # The check saw both on screen (else it proves nothing).
+        assert seen["rows"] > 5
+        assert seen["toasts"] >= 1
+    finally:
+        context.close()
+
+
+# --- no missing file -------------------------------------------------------------------------
+
+
+def test_the_favicon_is_served_and_no_request_fails(page, server):
+    failures: list[str] = []
+    page.on(
+        "response",
+        lambda response: (
+            response.status >= 400 and failures.append(f"{response.status} {response.url}")
+        ),
+    )
+    page.on("requestfailed", lambda request: failures.append(f"failed {request.url}"))
+    page.on(
+        "console",
+        lambda message: message.type == "error" and failures.append(f"console: {message.text}"),
+    )
+    email, password = new_demo_user(server)
+    log_in(page, server, email, password)
+    page.reload()
+    # Leave only once the page's own requests are answered (a navigation aborts the rest).
+    expect(page.locator("#state")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#feed")).to_have_attribute("data-history", "loaded")
+    expect(page.locator("#badge-unread")).to_have_attribute("data-count", "0")
+    expect(page.locator("#badge-drafts")).to_have_attribute("data-count", "0")
+    icon = page.locator("link[rel=icon]").get_attribute("href")
+    assert page.request.get(server.http_url + icon).headers["content-type"] == "image/svg+xml"
+    page.goto(server.http_url + "/admin/login/")
+    expect(page.locator("#id_username")).to_be_visible()
+    assert failures == []
+    # What browsers fetch for a page with no icon link, such as the admin's.
+    favicon = page.request.get(server.http_url + "/favicon.ico")
+    assert favicon.status == 200
+    assert favicon.headers["content-type"] in {"image/x-icon", "image/vnd.microsoft.icon"}
+    assert favicon.body()[:4] == b"\x00\x00\x01\x00"  # an ICO file

@@ -1,4 +1,4 @@
-// The notification console (templates/notifications/console.html): log in over REST, watch the
+// The notification console (templates/console/console.html): log in over REST, watch the
 // user's event stream through client.js, and drive the emails API (PROTOCOL §4) with buttons.
 
 import { NotificationClient } from "./client.js";
@@ -7,6 +7,10 @@ const API = "/api/v1/";
 const WS_URL = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/notifications/ws`;
 const TOKENS_KEY = "reasonflow.console.tokens";
 const FEED_LIMIT = 200;
+// How many of the newest stored events the feed starts with (REST history, PROTOCOL §3).
+const HISTORY_SIZE = 50;
+// Toasts visible at once; older ones give way (the dock sits beside the feed, never on it).
+const TOAST_LIMIT = 3;
 const TOASTS = {
   email_received: (d) => ["New email", d.subject || "(no subject)"],
   draft_ready: (d) => ["Draft ready", d.requires_approval ? "Waiting for your approval" : "Ready to send"],
@@ -28,7 +32,12 @@ const state = {
   // Events with an id up to this one are already inside the REST counts.
   countedThrough: null,
   countdown: null,
-  feedSize: 0,
+  // The feed's rows by event id: an event shows once, whether it came from the history, a
+  // replay or live, and in id order whatever order those arrive in.
+  rows: new Map(),
+  // The server's newest event id at this page's first `connected`: events up to it are
+  // history (shown, not announced), newer ones are news (toasts, badges).
+  historyThrough: null,
 };
 
 // --- tokens and REST -----------------------------------------------------------------------
@@ -192,9 +201,7 @@ function summary(event) {
   }
 }
 
-function addFeedRow(cells, className = "") {
-  const feed = $("feed");
-  feed.querySelector(".empty")?.remove();
+function feedRow(cells, className = "") {
   const li = document.createElement("li");
   li.className = className;
   for (const [cls, text] of cells) {
@@ -203,27 +210,61 @@ function addFeedRow(cells, className = "") {
     span.textContent = text;
     li.append(span);
   }
-  feed.prepend(li);
-  while (feed.children.length > FEED_LIMIT) feed.lastElementChild.remove();
   return li;
 }
 
+/** Put `li` into the feed at its place, newest (largest `order`) first. */
+function placeInFeed(li, order) {
+  const feed = $("feed");
+  feed.querySelector(".empty")?.remove();
+  li.dataset.order = String(order);
+  const next = [...feed.children].find((row) => Number(row.dataset.order) < order);
+  feed.insertBefore(li, next || null);
+  while (feed.children.length > FEED_LIMIT) {
+    const oldest = feed.lastElementChild;
+    if (oldest.dataset.eventId) state.rows.delete(Number(oldest.dataset.eventId));
+    oldest.remove();
+  }
+}
+
+function showFeedPlaceholder(text) {
+  const feed = $("feed");
+  if (feed.querySelector("[data-order]")) return;
+  const li = document.createElement("li");
+  li.className = "empty";
+  li.textContent = text;
+  feed.replaceChildren(li);
+}
+
+function timeOf(timestamp) {
+  const when = new Date(timestamp);
+  const time = when.toLocaleTimeString();
+  return when.toDateString() === new Date().toDateString()
+    ? time
+    : `${when.toLocaleDateString(undefined, { month: "short", day: "numeric" })} ${time}`;
+}
+
+/** Show `event` in the feed unless it is there already; true when it was new to the feed. */
 function addEvent(event) {
-  const time = new Date(event.timestamp).toLocaleTimeString();
-  const li = addFeedRow([
+  if (state.rows.has(event.id)) return false;
+  const li = feedRow([
     ["id", `#${event.id}`],
     [`type type-${event.type}`, event.type],
     ["summary", summary(event)],
-    ["time", time],
+    ["time", timeOf(event.timestamp)],
   ]);
   li.dataset.eventId = String(event.id);
   li.dataset.type = event.type;
-  state.feedSize += 1;
-  $("feed-count").textContent = `(${state.feedSize})`;
+  state.rows.set(event.id, li);
+  placeInFeed(li, event.id);
+  if (!li.isConnected) state.rows.delete(event.id); // older than everything in a full feed
+  $("feed-count").textContent = `(${state.rows.size})`;
+  return true;
 }
 
-function addNote(text) {
-  addFeedRow([["note-text", text]], "note");
+/** A note sits after the events it follows (`afterId`), before any newer one. */
+function addNote(text, afterId) {
+  placeInFeed(feedRow([["note-text", text]], "note"), afterId + 0.5);
 }
 
 function toast(title, text) {
@@ -234,8 +275,9 @@ function toast(title, text) {
   const span = document.createElement("span");
   span.textContent = text;
   el.append(strong, span);
-  $("toasts").append(el);
-  while ($("toasts").children.length > 4) $("toasts").firstElementChild.remove();
+  const dock = $("toasts");
+  dock.prepend(el);
+  while (dock.children.length > TOAST_LIMIT) dock.lastElementChild.remove();
   setTimeout(() => el.remove(), 6000);
 }
 
@@ -266,19 +308,53 @@ function showJob(jobId, percentage, label, final = null) {
   }
 }
 
+/** Move a job's row to what `event` says, unless a later event of that job is already shown
+ * (history can arrive after live events). */
+function applyJob(event) {
+  if (event.type !== "batch_progress" && event.type !== "batch_complete") return;
+  const d = event.data || {};
+  const li = jobRow(String(d.job_id));
+  if (li.dataset.final || Number(li.dataset.eventId || 0) > event.id) return;
+  li.dataset.eventId = String(event.id);
+  if (event.type === "batch_progress") {
+    showJob(d.job_id, d.percentage, `${d.processed}/${d.total}`);
+  } else {
+    const percentage = d.status === "completed" ? 100 : Number(li.querySelector(".progress").getAttribute("aria-valuenow") || 0);
+    showJob(d.job_id, percentage, `${d.status} · ${d.succeeded} ok, ${d.failed} failed`, d.status);
+  }
+}
+
 function onEvent(event) {
-  addEvent(event);
+  if (!addEvent(event)) return; // already shown (from the history)
+  applyJob(event);
+  // A replay right after a reload is history too: no toast for what happened before the page.
+  if (state.historyThrough !== null && event.id <= state.historyThrough) return;
   applyBadges(event);
   const makeToast = TOASTS[event.type];
   if (makeToast) toast(...makeToast(event.data || {}));
-  const d = event.data || {};
-  if (event.type === "batch_progress") {
-    const li = jobRow(d.job_id);
-    if (!li.dataset.final) showJob(d.job_id, d.percentage, `${d.processed}/${d.total}`);
-  } else if (event.type === "batch_complete") {
-    const percentage = d.status === "completed" ? 100 : Number(jobRow(d.job_id).querySelector(".progress").getAttribute("aria-valuenow") || 0);
-    showJob(d.job_id, percentage, `${d.status} · ${d.succeeded} ok, ${d.failed} failed`, d.status);
+}
+
+/** Fill the feed and the job rows with the newest stored events, quietly (no toasts; the
+ * badges come from the REST counts). Live events shown meanwhile stay, each id once. */
+async function loadHistory(throughId) {
+  const client = state.client;
+  const feed = $("feed");
+  feed.dataset.history = "loading";
+  if (throughId > 0) {
+    showFeedPlaceholder("Loading recent events…");
+    try {
+      const after = Math.max(0, throughId - HISTORY_SIZE);
+      const page = await request("GET", `notifications/events?after=${after}&limit=${HISTORY_SIZE}`);
+      if (state.client !== client) return; // logged out (or in as someone else) meanwhile
+      for (const event of page?.events || []) {
+        if (addEvent(event)) applyJob(event);
+      }
+    } catch (error) {
+      setActionStatus(`History unavailable (${error.message})`, true);
+    }
   }
+  feed.dataset.history = "loaded"; // for the browser tests, and a stylesheet that cares
+  showFeedPlaceholder("No events yet: sync mail or send a test event.");
 }
 
 // --- actions -------------------------------------------------------------------------------
@@ -383,13 +459,27 @@ function startSession() {
   });
   state.client = client;
   state.countedThrough = null;
+  state.historyThrough = null;
+  state.rows.clear();
+  delete $("feed").dataset.history;
+  $("feed-count").textContent = "";
+  showFeedPlaceholder("Waiting for events…");
+  $("jobs").innerHTML = '<li class="empty">No batch job yet.</li>';
   client.on("state", showState);
   client.on("*", onEvent);
   client.on("connected", (info) => {
+    if (state.historyThrough === null) {
+      // First connection of this page (login or reload): the feed starts from the stored
+      // history, up to the server's newest id; anything newer is live news.
+      state.historyThrough = info.last_event_id;
+      loadHistory(info.last_event_id);
+    }
     if (state.countedThrough === null || !info.recovered) {
       // First connection of this page, or events were lost: the REST counts are the truth,
       // and they already include every event up to the server's newest id.
-      if (!info.recovered) addNote("Some events were missed (older than the retention): state reloaded.");
+      if (!info.recovered) {
+        addNote("Some events were missed (older than the retention): state reloaded.", info.last_event_id);
+      }
       loadCounts(info.last_event_id);
     }
   });
