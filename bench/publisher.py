@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "reasonflow.settings")
@@ -47,9 +48,12 @@ class Publisher:
         self.floor_ids: dict[str, int] = defaultdict(int)
         self.redis = redis.Redis.from_url(os.environ["REDIS_URL"]) if mode == "floor" else None
 
-    def publish_one(self, user: str) -> int:
+    def publish_one(self, user: str) -> Callable[[], int]:
+        """Publish one event to `user`; returns what reads its id once its transaction
+        committed (publish_event numbers a transaction's events at commit)."""
         if self.mode == "publish":
-            return publish_event(user_id=user, event_type=EVENT_TYPE, data=self.data).event_id
+            event = publish_event(user_id=user, event_type=EVENT_TYPE, data=self.data)
+            return lambda: event.event_id
         self.floor_ids[user] += 1
         event_id = self.floor_ids[user]
         envelope = json.dumps(
@@ -63,7 +67,7 @@ class Publisher:
             separators=(",", ":"),
         )
         self.redis.publish(FLOOR_CHANNEL, f"{user}\n{envelope}")
-        return event_id
+        return lambda: event_id
 
     def run(self, *, users: list[str], rate: float, count: int, batch: int) -> tuple[list, float]:
         """Publish `count` events round-robin over `users`, `batch` per transaction, paced to
@@ -80,11 +84,13 @@ class Publisher:
                 time.sleep(delay)
             size = min(batch, count - done)
             scope = transaction.atomic() if self.mode == "publish" else contextlib.nullcontext()
+            published = []
             with scope:
                 for _ in range(size):
                     user = next(cycle)
                     at = time.time()
-                    records.append((user, self.publish_one(user), at))
+                    published.append((user, self.publish_one(user), at))
+            records.extend((user, event_id(), at) for user, event_id, at in published)
             done += size
         if self.mode == "publish":
             flush_deliveries(30)

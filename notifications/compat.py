@@ -47,6 +47,59 @@ def skip_health_check(connection) -> None:
     connection.health_check_done = True
 
 
+def in_committing_transaction(connection) -> bool:
+    """True inside an atomic block whose changes commit when it exits: not in autocommit, and
+    not merely inside the blocks a TestCase wraps each test in (those never commit).
+
+    Assumes `connection.atomic_blocks` lists the open Atomic objects, outermost first, and a
+    TestCase's own blocks (always the outermost) carry `_from_testcase = True` (Django 4.2+;
+    Django's `durable` check reads them the same way).
+    """
+    blocks = connection.atomic_blocks
+    return bool(blocks) and not blocks[-1]._from_testcase
+
+
+def run_before_commit(connection) -> None:
+    """Give the current transaction's on_commit hooks that have a `before_commit(connection,
+    hooks)` attribute their last chance to write in it, one call per distinct `before_commit`.
+
+    Assumes `connection.run_on_commit` holds `(savepoint ids, hook, robust)` tuples for the
+    current transaction, that `savepoint_rollback()` has already removed the hooks registered
+    inside a rolled-back savepoint, and that a rollback empties it: the hooks still listed are
+    exactly those that will run after the commit.
+    """
+    batches: dict[Callable, list] = {}
+    for _, hook, _ in connection.run_on_commit:
+        prepare = getattr(hook, "before_commit", None)
+        if prepare is not None:
+            batches.setdefault(prepare, []).append(hook)
+    for prepare, hooks in batches.items():
+        prepare(connection, hooks)
+
+
+class RunsHooksBeforeCommit:
+    """Mixin for a Django DatabaseWrapper (first base): calls run_before_commit() just before
+    a transaction commits. Django has no public pre-commit hook.
+
+    Assumes `Atomic.__exit__` commits the outermost block through `connection.commit()`
+    (as `transaction.commit()` does), with `in_atomic_block` already unset so queries may run;
+    and, under a TestCase, that leaving the outermost block of the test's own code (where a
+    real run would commit) releases its savepoint through `connection.savepoint_commit(sid)`
+    after popping it from `atomic_blocks`, leaving only the TestCase's blocks there.
+    A DatabaseError raised here makes `Atomic.__exit__` roll back and re-raise, as a failed
+    COMMIT would.
+    """
+
+    def commit(self):
+        run_before_commit(self)
+        super().commit()
+
+    def savepoint_commit(self, sid):
+        if self.atomic_blocks and not in_committing_transaction(self):
+            run_before_commit(self)
+        super().savepoint_commit(sid)
+
+
 # --- channels-redis -------------------------------------------------------------------------
 
 

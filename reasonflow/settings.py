@@ -131,6 +131,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "NAME": str(Path(tempfile.gettempdir()) / f"reasonflow-test-{os.getpid()}.sqlite3")
     }
 
+# Django's backends plus a before-commit hook: a transaction's events are stored just before it
+# commits, in user order, so producers never deadlock on the per-user counters (README,
+# "The event store"). publish_event refuses to run on Django's plain backends.
+PROJECT_ENGINES = {
+    "django.db.backends.postgresql": "reasonflow.db.backends.postgresql",
+    "django.db.backends.sqlite3": "reasonflow.db.backends.sqlite3",
+}
+DATABASES["default"]["ENGINE"] = PROJECT_ENGINES.get(
+    DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"]
+)
+
 AUTH_USER_MODEL = "users.User"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

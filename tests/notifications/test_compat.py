@@ -3,6 +3,7 @@ installed versions; and the consumer's task-free write (a free lock taken at onc
 coroutine started by hand and finished by a task)."""
 
 import asyncio
+import contextlib
 import inspect
 
 import pytest
@@ -200,3 +201,158 @@ async def test_a_coroutine_that_waits_is_finished_by_the_awaitable_returned():
     task = asyncio.ensure_future(rest)
     gate.set()
     assert await task == "finished"
+
+
+# --- Django: a hook just before commit (the event store's allocation at commit) ---------------
+
+
+def commit_recorder():
+    """(a hook factory, the log): each hook logs its before_commit batch and its run."""
+    log = []
+
+    class Hook:
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self):
+            log.append(("after", self.name))
+
+        @staticmethod
+        def before_commit(connection, hooks):
+            log.append(("before", [hook.name for hook in hooks]))
+
+    return Hook, log
+
+
+@pytest.mark.django_db
+def test_only_a_tests_own_atomic_blocks_count_as_a_committing_transaction():
+    from django.db import connection, transaction
+
+    assert connection.in_atomic_block  # the TestCase's blocks
+    assert not compat.in_committing_transaction(connection)
+    with transaction.atomic():
+        assert compat.in_committing_transaction(connection)
+        with transaction.atomic(savepoint=False):
+            assert compat.in_committing_transaction(connection)
+    assert not compat.in_committing_transaction(connection)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_autocommit_is_not_a_committing_transaction_and_atomic_is():
+    from django.db import connection, transaction
+
+    assert not compat.in_committing_transaction(connection)
+    with transaction.atomic():
+        assert compat.in_committing_transaction(connection)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_hooks_listed_at_commit_are_those_that_survived_savepoint_rollbacks():
+    from django.db import connection, transaction
+
+    Hook, log = commit_recorder()
+    with transaction.atomic():
+        transaction.on_commit(Hook("kept"))
+        with contextlib.suppress(RuntimeError), transaction.atomic():
+            transaction.on_commit(Hook("rolled back"))
+            raise RuntimeError
+        with transaction.atomic():
+            transaction.on_commit(Hook("set_rollback"))
+            transaction.set_rollback(True)
+        transaction.on_commit(lambda: log.append(("after", "plain")))
+        transaction.on_commit(Hook("kept too"), robust=True)
+        assert [sids for sids, _, _ in connection.run_on_commit] == [set(), set(), set()]
+    assert log == [
+        ("before", ["kept", "kept too"]),
+        ("after", "kept"),
+        ("after", "plain"),
+        ("after", "kept too"),
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_transaction_leaves_no_hook_to_prepare():
+    from django.db import transaction
+
+    Hook, log = commit_recorder()
+    with transaction.atomic():
+        transaction.on_commit(Hook("dropped"))
+        transaction.set_rollback(True)
+    with transaction.atomic():
+        pass
+    assert log == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_atomic_commits_through_connection_commit_and_the_hook_may_write_there():
+    from django.db import connection, connections, transaction
+
+    from reasonflow.users.models import User
+
+    written = []
+
+    class Writes:
+        def __call__(self):
+            written.append(User.objects.filter(email="hook@example.com").exists())
+
+        @staticmethod
+        def before_commit(connection, hooks):
+            assert not connection.in_atomic_block  # unset before commit(): queries may run
+            User.objects.create_user(email="hook@example.com", password=None)
+
+    assert isinstance(connections["default"], compat.RunsHooksBeforeCommit)  # project ENGINE
+    with transaction.atomic():
+        transaction.on_commit(Writes())
+    assert written == [True]
+    connection.close()  # the row is committed, not merely visible to this connection
+    assert User.objects.filter(email="hook@example.com").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_manual_commit_runs_the_hook_too():
+    from django.db import transaction
+
+    Hook, log = commit_recorder()
+    transaction.set_autocommit(False)
+    try:
+        with transaction.atomic():  # on_commit needs a block in manual mode
+            transaction.on_commit(Hook("manual"))
+        assert log == []
+        transaction.commit()
+    finally:
+        transaction.set_autocommit(True)
+    assert log == [("before", ["manual"]), ("after", "manual")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_error_before_commit_rolls_the_transaction_back_and_propagates():
+    from django.db import IntegrityError, transaction
+
+    from reasonflow.users.models import User
+
+    class Fails:
+        def __call__(self):
+            raise AssertionError("must not run")
+
+        @staticmethod
+        def before_commit(connection, hooks):
+            User.objects.create_user(email="twice@example.com", password=None)
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        User.objects.create_user(email="twice@example.com", password=None)
+        User.objects.create_user(email="caller@example.com", password=None)
+        transaction.on_commit(Fails())
+    assert not User.objects.exists()
+
+
+@pytest.mark.django_db
+def test_under_a_test_case_leaving_the_tests_outermost_block_releases_a_savepoint():
+    from django.db import transaction
+
+    Hook, log = commit_recorder()
+    with transaction.atomic():
+        transaction.on_commit(Hook("inner"))
+        with transaction.atomic():
+            pass  # a nested release is not where the commit would be
+        assert log == []
+    assert log == [("before", ["inner"])]  # the TestCase never commits: no "after"

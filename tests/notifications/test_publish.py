@@ -2,6 +2,10 @@
 and a channel layer that is down costing nothing but live delivery."""
 
 import contextlib
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -9,15 +13,20 @@ from datetime import UTC, datetime
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
-from django.db import connection, transaction
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db.utils import load_backend
 from rest_framework.test import APIClient
 
 from notifications.delivery import flush_deliveries
 from notifications.events import EventPayloadError, EventType, sample_data
-from notifications.models import Event
-from notifications.publish import publish_event
+from notifications.models import Event, EventCounter
+from notifications.publish import apublish_event, publish_event
+from reasonflow.users.models import User
 from tests.conftest import access_token_for, redis_layer_config
+from tests.support.live import ROOT
 from tests.support.redis import RedisServer
+from tests.support.shared_db import live_database_url
 from tests.support.ws import connect, receive_events
 
 
@@ -246,3 +255,213 @@ async def test_a_request_succeeds_while_redis_is_down_and_the_event_is_replayed_
         await resumed.disconnect()
     finally:
         redis_server.stop()
+
+
+# --- allocation at commit: savepoints, rollbacks, autocommit -----------------------------------
+
+
+def email_received(user, subject):
+    return publish_event(
+        user_id=user.id,
+        event_type=EventType.EMAIL_RECEIVED,
+        data={"email_id": uuid.uuid4(), "subject": subject, "sender": "a@example.com"},
+    )
+
+
+def stored_subjects(user) -> list[tuple[int, str]]:
+    return [
+        (event.event_id, event.data["subject"])
+        for event in Event.objects.filter(user=user).order_by("event_id")
+    ]
+
+
+async def received_subjects(comm, count) -> list[tuple[int, str]]:
+    return [(e["id"], e["data"]["subject"]) for e in await receive_events(comm, count)]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_rolled_back_savepoint_drops_its_events_and_keeps_the_outer_ones(user, other_user):
+    comm, _ = await connect(access_token_for(user))
+
+    def write():
+        with transaction.atomic():
+            email_received(user, "before")
+            with contextlib.suppress(RuntimeError), transaction.atomic():
+                dropped = [email_received(user, "dropped"), email_received(other_user, "dropped")]
+                raise RuntimeError("the savepoint's write failed")
+            email_received(user, "after")
+        return dropped
+
+    dropped = await sync_to_async(write)()
+    assert await received_subjects(comm, 2) == [(1, "before"), (2, "after")]
+    assert await comm.receive_nothing(timeout=0.3)
+    assert await sync_to_async(stored_subjects)(user) == [(1, "before"), (2, "after")]
+    assert await sync_to_async(stored_subjects)(other_user) == []
+    assert [event.event_id for event in dropped] == [None, None]
+    await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_set_rollback_on_a_savepoint_drops_its_events_only(user):
+    with transaction.atomic():
+        email_received(user, "kept")
+        with transaction.atomic():
+            email_received(user, "dropped")
+            transaction.set_rollback(True)
+        kept = email_received(user, "kept too")
+    assert stored_subjects(user) == [(1, "kept"), (2, "kept too")]
+    assert kept.event_id == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_set_rollback_on_the_transaction_stores_nothing_and_returns_the_ids(user):
+    with transaction.atomic():
+        email_received(user, "dropped")
+        transaction.set_rollback(True)
+    assert stored_subjects(user) == []
+    assert email_received(user, "next").event_id == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_exception_inside_atomic_stores_nothing_and_counts_nothing(user, other_user):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        email_received(user, "dropped")
+        email_received(other_user, "dropped")
+        raise RuntimeError("the caller's write failed")
+    assert not Event.objects.exists()
+    assert not EventCounter.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_in_autocommit_mode_the_event_is_stored_and_numbered_at_once(user):
+    comm, _ = await connect(access_token_for(user))
+    event = await sync_to_async(email_received)(user, "now")
+    assert (event.event_id, event.pk is not None, event.created_at is not None) == (1, True, True)
+    assert await sync_to_async(stored_subjects)(user) == [(1, "now")]
+    assert await received_subjects(comm, 1) == [(1, "now")]
+    await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_nested_blocks_number_at_the_outermost_commit_in_publish_order(user):
+    with transaction.atomic():
+        first = email_received(user, "first")
+        with transaction.atomic():
+            second = email_received(user, "second")
+            with transaction.atomic(savepoint=False):
+                third = email_received(user, "third")
+        assert (first.event_id, second.event_id, third.event_id) == (None, None, None)
+        assert stored_subjects(user) == []
+    assert [first.event_id, second.event_id, third.event_id] == [1, 2, 3]
+    assert stored_subjects(user) == [(1, "first"), (2, "second"), (3, "third")]
+    assert Event.objects.get(pk=third.pk).created_at == third.created_at
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_delivery_after_commit_carries_each_users_ids_in_publish_order(user, other_user):
+    comm, _ = await connect(access_token_for(user))
+    other, _ = await connect(access_token_for(other_user))
+    seen_by_the_callers_hook = []
+
+    def write():
+        with transaction.atomic():
+            events = [email_received(u, s) for u, s in [(other_user, "o1"), (user, "u1")]]
+            events += [email_received(u, s) for u, s in [(user, "u2"), (other_user, "o2")]]
+            # The caller's own hooks run after the events were numbered.
+            transaction.on_commit(
+                lambda: seen_by_the_callers_hook.extend(e.event_id for e in events)
+            )
+
+    await sync_to_async(write)()
+    assert await received_subjects(comm, 2) == [(1, "u1"), (2, "u2")]
+    assert await received_subjects(other, 2) == [(1, "o1"), (2, "o2")]
+    assert seen_by_the_callers_hook == [1, 1, 2, 2]
+    await comm.disconnect()
+    await other.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_apublish_event_stores_and_delivers_from_async_code(user):
+    comm, _ = await connect(access_token_for(user))
+    event = await apublish_event(
+        user_id=user.id, event_type="draft_ready", data=sample_data("draft_ready")
+    )
+    assert event.event_id == 1
+    [received] = await receive_events(comm, 1)
+    assert received == await sync_to_async(lambda: Event.objects.get(pk=event.pk).envelope())()
+    await comm.disconnect()
+
+
+@pytest.mark.django_db
+def test_under_a_test_case_a_block_of_the_tests_own_stores_its_events_when_it_exits(user):
+    # pytest-django wraps this test in blocks that never commit; the test's own outermost
+    # block is where the commit would be.
+    with transaction.atomic():
+        inside = email_received(user, "inside")
+        with contextlib.suppress(RuntimeError), transaction.atomic():
+            email_received(user, "dropped")
+            raise RuntimeError("rollback")
+        assert inside.event_id is None
+    assert inside.event_id == 1
+    assert email_received(user, "outside").event_id == 2
+    assert stored_subjects(user) == [(1, "inside"), (2, "outside")]
+
+
+def test_a_plain_django_backend_is_refused_loudly():
+    plain_engine = f"django.db.backends.{connection.vendor}".replace("sqlite", "sqlite3")
+    plain = load_backend(plain_engine).DatabaseWrapper(connection.settings_dict, DEFAULT_DB_ALIAS)
+    project = connections[DEFAULT_DB_ALIAS]
+    connections[DEFAULT_DB_ALIAS] = plain
+    try:
+        with pytest.raises(ImproperlyConfigured, match="needs one of the project"):
+            publish_event(
+                user_id=uuid.uuid4(), event_type="draft_ready", data=sample_data("draft_ready")
+            )
+    finally:
+        connections[DEFAULT_DB_ALIAS] = project
+
+
+# --- load: producers publishing to overlapping users in random order ---------------------------
+
+PRODUCERS, LOAD_SECONDS, LOAD_USERS = 3, 60, 50
+
+
+@pytest.mark.load
+@pytest.mark.timeout(180)
+@pytest.mark.django_db(transaction=True)
+def test_producers_publishing_to_overlapping_users_in_any_order_never_deadlock():
+    if connection.vendor != "postgresql":
+        pytest.skip("row-lock deadlocks: PostgreSQL only")
+    users = [
+        User.objects.create_user(email=f"load-{n}@example.com", password=None)
+        for n in range(LOAD_USERS)
+    ]
+    env = {**os.environ, "DATABASE_URL": live_database_url(), "REDIS_URL": ""}
+    command = [sys.executable, "-m", "tests.support.producers", "--seconds", str(LOAD_SECONDS)]
+    command += ["--users", ",".join(str(user.id) for user in users)]
+    producers = [
+        subprocess.Popen(
+            [*command, "--seed", str(seed)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+        )
+        for seed in range(PRODUCERS)
+    ]
+    results = [
+        json.loads(producer.communicate(timeout=LOAD_SECONDS + 60)[0]) for producer in producers
+    ]
+
+    assert [(r["deadlocks"], r["errors"]) for r in results] == [(0, {})] * PRODUCERS
+    published: dict[str, int] = {}
+    for result in results:
+        last_seen: dict[str, int] = {}
+        for transaction_ids in result["committed"]:
+            for user_id, event_id in transaction_ids:
+                published[user_id] = published.get(user_id, 0) + 1
+                # A producer's later commits get a user's later ids.
+                assert event_id > last_seen.get(user_id, 0)
+                last_seen[user_id] = event_id
+    assert sum(len(r["committed"]) for r in results) > 100  # the load really ran
+    for user in users:
+        stored = list(Event.objects.filter(user=user).order_by("event_id"))
+        assert [e.event_id for e in stored] == list(range(1, published.get(str(user.id), 0) + 1))
+        times = [e.created_at for e in stored]
+        assert times == sorted(times)  # numbered in commit order
