@@ -218,7 +218,7 @@ async def test_django_serves_a_request_through_the_sync_middleware_chain_in_one_
         timeout=10
     )
     assert response["status"] == 200
-    headers = dict(response["headers"])
+    headers = {name.lower(): value for name, value in response["headers"]}
     assert headers[b"x-content-type-options"] == b"nosniff"  # Django's middleware ran
     response = await HttpCommunicator(handler, "GET", "/api/v1/emails/", headers=host).get_response(
         timeout=10
