@@ -1,7 +1,7 @@
 """python -m bench SCENARIO [options]: load-test the notification server as production runs it.
 
-Scenarios: connections, throughput, fanout, mixed, publish-cost, or `all` (every scenario,
-with --compare-stock). Prints a table and writes bench/results/<timestamp>.json.
+Scenarios: connections, throughput, fanout, mixed, rest, publish-cost, or `all` (every
+scenario, with --compare-stock). Prints a table and writes bench/results/<timestamp>.json.
 See the README, "Performance".
 """
 
@@ -46,6 +46,14 @@ def parse_args(argv: list[str]) -> tuple[list[str], Options, str | None]:
     parser.add_argument("--mixed-users", type=int, default=defaults.mixed_users)
     parser.add_argument("--mixed-rates", type=_rates, default=defaults.mixed_rates)
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    parser.add_argument("--rest-requests", type=int, default=defaults.rest_requests)
+    parser.add_argument("--rest-rate", type=float, default=defaults.rest_rate)
+    parser.add_argument(
+        "--baseline-root",
+        default=defaults.baseline_root,
+        metavar="DIR",
+        help="also serve this checkout (e.g. a worktree of main) as `baseline`, before ours",
+    )
     parser.add_argument("--publishers", type=int, default=defaults.publishers)
     parser.add_argument("--batch", type=int, default=defaults.batch, help="events per commit")
     parser.add_argument(
@@ -78,6 +86,9 @@ def parse_args(argv: list[str]) -> tuple[list[str], Options, str | None]:
         mixed_users=args.mixed_users,
         mixed_rates=args.mixed_rates,
         concurrency=args.concurrency,
+        rest_requests=args.rest_requests,
+        rest_rate=args.rest_rate,
+        baseline_root=args.baseline_root,
         publishers=args.publishers,
         batch=args.batch,
         publisher_cpu=args.publisher_cpu,

@@ -180,8 +180,9 @@ class ServerProcess:
     or "floor" (bench/floor.py).
     """
 
-    def __init__(self, kind: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, kind: str, env: dict[str, str], log_dir: Path, root: Path = ROOT) -> None:
         self.kind = kind
+        self.root = root  # the checkout it runs from (`baseline`: another one, e.g. main's)
         self.port = free_port()
         self.env = env
         self.log_path = log_dir / f"{kind}-{self.port}.log"
@@ -198,7 +199,7 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         port = ["--host", "127.0.0.1", "--port", str(self.port)]
-        if self.kind == "ours":
+        if self.kind in ("ours", "baseline"):
             return [sys.executable, "manage.py", "serve", "--no-demo", *port]
         return [sys.executable, "-m", f"bench.{self.kind}", *port]
 
@@ -206,7 +207,7 @@ class ServerProcess:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 self.command(),
-                cwd=ROOT,
+                cwd=self.root,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -8,6 +8,8 @@ import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import rest
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -208,6 +210,9 @@ def render(report: dict) -> str:
         out.append(f"\n== {scenario} ==")
         if scenario == "publish_cost":
             out.append(results.get("output", "").rstrip())
+            continue
+        if scenario == "rest":
+            out.append(rest.render(results))
             continue
         out.append(_open_rows(results))
         if scenario == "fanout":

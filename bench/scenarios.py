@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import loadgen
+from bench import loadgen, rest
 from bench.infra import (
     LOAD_CPU,
     ROOT,
@@ -32,8 +32,9 @@ from bench.infra import (
 )
 
 P99_LIMIT_MS = 50.0
-SCENARIOS = ("connections", "throughput", "fanout", "mixed")
-FLOOR_SKIPS = {"mixed"}  # the floor has no REST API that publishes
+SCENARIOS = ("connections", "throughput", "fanout", "mixed", "rest")
+FLOOR_SKIPS = {"mixed", "rest"}  # the floor has no REST API
+STOCK_SKIPS = {"rest"}  # the stock consumer serves the same Django REST API as ours
 
 
 @dataclass
@@ -47,6 +48,11 @@ class Options:
     mixed_users: int = 200
     mixed_rates: list[int] = field(default_factory=lambda: [50, 100, 200])
     http_concurrency: int = 8
+    rest_requests: int = 1000
+    rest_rate: float = 100.0
+    # Another checkout of the project (say, main's) served as `baseline` before ours, from
+    # the same database, Redis and users: before/after figures from one run.
+    baseline_root: str = ""
     concurrency: int = 500
     publishers: int = 2
     batch: int = 1
@@ -57,7 +63,8 @@ class Options:
     drain: float = 5.0
 
     def targets(self) -> list[str]:
-        return ["ours", "stock", "floor"] if self.compare_stock else ["ours"]
+        baseline = ["baseline"] if self.baseline_root else []
+        return [*baseline, "ours", *(["stock", "floor"] if self.compare_stock else [])]
 
 
 # --- the run's resources -------------------------------------------------------------------
@@ -92,6 +99,8 @@ class Bench:
             # Every load client connects from 127.0.0.1: no per-address limits.
             NOTIFICATIONS_MAX_PENDING_PER_IP="0",
             NOTIFICATIONS_CONNECT_RATE_PER_IP="0",
+            # Approved drafts go nowhere: an SMTP server's cost is not the server's.
+            EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend",
         )
         setup_django(self.env)
         return self
@@ -150,7 +159,7 @@ class Bench:
 
     def server_env(self, kind: str) -> dict[str, str]:
         env = {**os.environ, **self.env}
-        if kind == "ours":
+        if kind in ("ours", "baseline"):
             env.update(self.options.server_env)
         return env
 
@@ -223,7 +232,8 @@ class Target:
         self.publishers = [
             PublisherProcess(mode, env, self.bench.workdir, index, cpu) for index in range(count)
         ]
-        self.server = ServerProcess(self.kind, env, self.bench.workdir)
+        root = Path(self.bench.options.baseline_root) if self.kind == "baseline" else ROOT
+        self.server = ServerProcess(self.kind, env, self.bench.workdir, root=root)
         await asyncio.to_thread(self.server.start)
         for publisher in self.publishers:
             await asyncio.to_thread(publisher.wait_ready)
@@ -564,6 +574,7 @@ RUNNERS = {
     "throughput": throughput,
     "fanout": fanout,
     "mixed": mixed,
+    "rest": rest.rest,
 }
 
 
@@ -571,7 +582,9 @@ async def run_scenario(bench: Bench, scenario: str, progress) -> dict:
     """Run one scenario against every target of the options, one server at a time."""
     results = {}
     for kind in bench.options.targets():
-        if kind == "floor" and scenario in FLOOR_SKIPS:
+        if (kind == "floor" and scenario in FLOOR_SKIPS) or (
+            kind == "stock" and scenario in STOCK_SKIPS
+        ):
             continue
         progress(f"{scenario}: {kind} ...")
         started = time.perf_counter()

@@ -24,10 +24,10 @@ from emails.models import (
     EmailStatus,
 )
 from emails.sources import MailSourceError
-from reasonflow.api import BoundedListField
+from reasonflow.api import BoundedListField, ModelSerializer
 
 
-class DraftOutputSerializer(serializers.ModelSerializer):
+class DraftOutputSerializer(ModelSerializer):
     class Meta:
         model = Draft
         fields = [
@@ -46,7 +46,7 @@ class DraftOutputSerializer(serializers.ModelSerializer):
         ]
 
 
-class EmailOutputSerializer(serializers.ModelSerializer):
+class EmailOutputSerializer(ModelSerializer):
     class Meta:
         model = Email
         fields = [
@@ -79,7 +79,7 @@ class EmailDetailOutputSerializer(EmailOutputSerializer):
         return None if draft is None else DraftOutputSerializer(draft).data
 
 
-class BatchJobOutputSerializer(serializers.ModelSerializer):
+class BatchJobOutputSerializer(ModelSerializer):
     job_id = serializers.UUIDField(source="id")
     percentage = serializers.IntegerField()
 

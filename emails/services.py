@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from emails import signals
 from emails.classifier import ClassifierInput, get_classifier
 from emails.drafting import draft_compose
 from emails.models import (
@@ -192,7 +193,15 @@ def email_mark_read(*, email: Email, is_read: bool) -> Email:
 
 
 def _locked_draft(draft: Draft) -> Draft:
-    return Draft.objects.select_for_update().select_related("email").get(pk=draft.pk)
+    # The draft and its email locked; the owner read along for the reply's From.
+    draft = (
+        Draft.objects.select_for_update(of=("self", "email"))
+        .select_related("email__owner")
+        .get(pk=draft.pk)
+    )
+    signals.remember_locked_values(draft)
+    signals.remember_locked_values(draft.email)
+    return draft
 
 
 def draft_update(*, draft: Draft, subject: str | None = None, body: str | None = None) -> Draft:

@@ -1,9 +1,12 @@
 """Model transitions -> publish_event. Receivers only recognise a change and publish it.
 
 The old values are read from the database just before the save (not cached at load time), so
-a stale instance or an admin edit is judged against what was really stored.
+a stale instance or an admin edit is judged against what was really stored. A service that
+has just read the row under a lock (select_for_update) says so with remember_locked_values():
+nobody can change the row before its save in that transaction, so the read is skipped.
 """
 
+from django.db import transaction
 from django.db.models.signals import post_save, pre_save
 
 from emails.models import BATCH_FINAL_STATUSES, BatchJob, Draft, DraftStatus, Email
@@ -17,9 +20,21 @@ TRACKED = {
 }
 
 
+def remember_locked_values(instance) -> None:
+    """`instance` was just read with select_for_update: its values are the stored ones for its
+    next save in this transaction."""
+    instance._stored_values = {field: getattr(instance, field) for field in TRACKED[type(instance)]}
+    instance._stored_values_locked = True
+
+
 def remember_stored_values(sender, instance, raw=False, update_fields=None, **kwargs):
     if raw or instance._state.adding:
         instance._stored_values = None
+        return
+    # Good for one save, and only inside a transaction (where the lock still holds).
+    if instance.__dict__.pop("_stored_values_locked", False) and (
+        transaction.get_connection().in_atomic_block
+    ):
         return
     fields = TRACKED[sender]
     instance._stored_values = sender._base_manager.filter(pk=instance.pk).values(*fields).first()
@@ -69,7 +84,10 @@ DRAFT_STATUS_EVENTS = {
 def draft_saved(sender, instance: Draft, created, raw=False, update_fields=None, **kwargs):
     if raw:
         return
-    owner_id = Email.objects.filter(pk=instance.email_id).values_list("owner_id", flat=True)[0]
+    if Draft.email.is_cached(instance):
+        owner_id = instance.email.owner_id
+    else:
+        owner_id = Email.objects.filter(pk=instance.email_id).values_list("owner_id", flat=True)[0]
     ids = {"draft_id": instance.id, "email_id": instance.email_id}
     if created:
         publish_event(

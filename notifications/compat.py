@@ -100,6 +100,25 @@ class RunsHooksBeforeCommit:
         super().savepoint_commit(sid)
 
 
+def run_middleware_in_one_hop(handler) -> None:
+    """Have Django's ASGIHandler `handler` run the middleware chain and the view in one thread.
+
+    Every middleware in MIDDLEWARE is Django's own MiddlewareMixin, which under ASGI runs each
+    process_request/process_response in a thread hop of its own (13 hops per request, then one
+    for the view). Built as WSGI builds it (`load_middleware(is_async=False)`), the chain is
+    plain sync code, and `get_response` runs it whole in the one hop made here.
+
+    Assumes ASGIHandler (Django 5.x) reaches the chain only through
+    `self.get_response_async(request)` (from `run_get_response`), and that the sync
+    `BaseHandler.get_response` does what the async one does (URLconf, the request's resource
+    closers, logging of error responses).
+    """
+    from asgiref.sync import sync_to_async
+
+    handler.load_middleware(is_async=False)
+    handler.get_response_async = sync_to_async(handler.get_response, thread_sensitive=True)
+
+
 # --- channels-redis -------------------------------------------------------------------------
 
 

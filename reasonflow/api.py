@@ -3,9 +3,11 @@ the exception handler that keeps tracebacks server-side. No client input may rea
 last-resort 500 (the JSON parser, reasonflow/parsers.py, turns bad bodies into 400s)."""
 
 import logging
+from datetime import UTC
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import models
 from django.http import UnreadablePostError
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
@@ -24,6 +26,27 @@ class RequestBodyTooLarge(exceptions.APIException):
 
     def __init__(self):
         super().__init__(body_too_large_detail())
+
+
+class UTCDateTimeField(serializers.DateTimeField):
+    """DRF's DateTimeField in UTC, the project's only time zone (TIME_ZONE, none activated).
+
+    DRF looks the current time zone up for every value it renders (through asgiref's Local):
+    a tenth of the server's CPU on a page of 50 emails. The output is the same.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("default_timezone", UTC)
+        super().__init__(**kwargs)
+
+
+class ModelSerializer(serializers.ModelSerializer):
+    """ModelSerializer whose model DateTimeFields render through UTCDateTimeField."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.DateTimeField: UTCDateTimeField,
+    }
 
 
 class BoundedListField(serializers.ListField):

@@ -10,6 +10,11 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "reasonflow.settings")
 django_asgi_app = get_asgi_application()
 
+from notifications import compat  # noqa: E402
+
+# Django's middleware and the view in one thread hop per request, not one per middleware.
+compat.run_middleware_in_one_hop(django_asgi_app)
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 

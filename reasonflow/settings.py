@@ -118,9 +118,31 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# PostgreSQL connections come from a psycopg pool per process (README, Production): under ASGI
+# each request's sync code runs in a thread of its own, so a persistent connection could not
+# outlive the request and every request paid for a new PostgreSQL session. Django hands the
+# connection back to the pool when it closes it, at the end of each request and of each
+# realtime read; the pool is never larger than DATABASE_POOL_MAX_SIZE, and a request that finds
+# it empty waits up to DATABASE_POOL_TIMEOUT seconds for a connection (then fails with a 500).
+DATABASE_POOL = env_bool("DATABASE_POOL", True)
+DATABASE_POOL_MIN_SIZE = env_int("DATABASE_POOL_MIN_SIZE", 2)
+# The default covers the loop's executor for realtime reads (min(32, CPUs + 4) threads: 6 on
+# two cores) plus as many requests at once as two cores can usefully serve.
+DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 16)
+DATABASE_POOL_TIMEOUT = float(os.environ.get("DATABASE_POOL_TIMEOUT", "10"))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL:
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(DATABASE_POOL_MIN_SIZE, DATABASE_POOL_MAX_SIZE),
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": DATABASE_POOL_TIMEOUT,
+    }
+    # Pooling takes the place of persistent connections (Django refuses both): closing a
+    # connection returns it to the pool. With CONN_HEALTH_CHECKS the pool checks a connection
+    # before handing it out, so none that a database restart ended reaches a request.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several threads (daphne's sync workers, the test suite) write the same file: wait for
-    # the lock instead of failing at once, and take it at BEGIN so a event-id upsert
+    # the lock instead of failing at once, and take it at BEGIN so an event-id upsert
     # never has to upgrade a read lock.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "transaction_mode": "IMMEDIATE"}

@@ -107,7 +107,9 @@ def close_request_connections(**kwargs) -> None:
 
     Under ASGI, Django runs each request's sync code in a thread of its own that ends with the
     request: a persistent connection there was closed only when the garbage collector found
-    it, and with rarer collections PostgreSQL ran out of connections under REST load.
+    it, and with rarer collections PostgreSQL ran out of connections under REST load. With the
+    connection pool (DATABASE_POOL) closing is what returns the connection to the pool; one
+    left in an ended thread would never come back, and the pool would shrink to nothing.
     """
     for connection in connections.all(initialized_only=True):
         connection.close()

@@ -4,6 +4,7 @@ import uuid
 
 import pytest
 from django.core import mail
+from django.db import connection
 
 from emails.models import BatchJob, Draft, DraftStatus, Email, EmailStatus
 from tests.emails.factories import DraftFactory, EmailFactory
@@ -290,3 +291,30 @@ def test_schema_and_docs_are_served(api_client):
     assert "/api/v1/drafts/{draft_id}/approve/" in paths
     docs = api_client.get("/api/v1/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+def test_a_page_of_emails_costs_the_same_queries_whatever_its_size(
+    auth_client, user, django_assert_max_num_queries
+):
+    # Token user, count, page: no query per email.
+    EmailFactory.create_batch(60, owner=user)
+    with django_assert_max_num_queries(3):
+        response = auth_client.get("/api/v1/emails/?page_size=5")
+    assert len(response.json()["results"]) == 5
+    with django_assert_max_num_queries(3):
+        response = auth_client.get("/api/v1/emails/?page_size=50")
+    assert len(response.json()["results"]) == 50
+
+
+def test_approving_reads_each_row_once_per_transaction(
+    auth_client, user, events, django_assert_max_num_queries
+):
+    # Token user, the draft; then in each of two transactions (approved, sent) the locked
+    # draft with its email and owner, its update and the event; the email's update. No
+    # re-read of a locked row before its save, no owner look-up per event (19 before).
+    draft = DraftFactory(email=EmailFactory(owner=user), requires_approval=True)
+    # SQLite takes two statements for what PostgreSQL's event write does in one.
+    with django_assert_max_num_queries(13 if connection.vendor == "postgresql" else 15):
+        response = auth_client.post(f"/api/v1/drafts/{draft.id}/approve")
+    assert response.json()["status"] == "sent"
+    assert [t for t, _ in events(user)][-2:] == ["draft_approved", "email_sent"]

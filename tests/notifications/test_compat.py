@@ -356,3 +356,27 @@ def test_under_a_test_case_leaving_the_tests_outermost_block_releases_a_savepoin
             pass  # a nested release is not where the commit would be
         assert log == []
     assert log == [("before", ["inner"])]  # the TestCase never commits: no "after"
+
+
+@pytest.mark.django_db
+async def test_django_serves_a_request_through_the_sync_middleware_chain_in_one_hop():
+    # Were ASGIHandler to await its chain anywhere but through get_response_async, the sync
+    # chain would fail here instead of in production.
+    from asgiref.sync import iscoroutinefunction
+    from channels.testing import HttpCommunicator
+    from django.core.handlers.asgi import ASGIHandler
+
+    handler = ASGIHandler()
+    compat.run_middleware_in_one_hop(handler)
+    assert not iscoroutinefunction(handler._middleware_chain)
+    host = [(b"host", b"testserver")]
+    response = await HttpCommunicator(handler, "GET", "/healthz", headers=host).get_response(
+        timeout=10
+    )
+    assert response["status"] == 200
+    headers = {name.lower(): value for name, value in response["headers"]}
+    assert headers[b"x-content-type-options"] == b"nosniff"  # Django's middleware ran
+    response = await HttpCommunicator(handler, "GET", "/api/v1/emails/", headers=host).get_response(
+        timeout=10
+    )
+    assert response["status"] == 401
