@@ -68,6 +68,9 @@ async def test_an_auth_failure_is_counted_and_logged_by_reason_without_the_token
     assert access_lines(caplog, "ws_open") == []
 
 
+CLIENT = {"type": "websocket", "client": ("203.0.113.7", 50000), "headers": []}
+
+
 def test_every_refusal_is_counted_and_logged_at_most_once_an_interval(caplog, monkeypatch):
     caplog.set_level(logging.INFO, logger="notifications.access")
     monkeypatch.setattr(telemetry, "_refusals_logged_at", {})  # this test's own log window
@@ -76,12 +79,12 @@ def test_every_refusal_is_counted_and_logged_at_most_once_an_interval(caplog, mo
     refused = metric("notify_connections_refused_total", reason=REFUSED_RATE)
 
     for _ in range(5):
-        telemetry.socket_refused(REFUSED_RATE, "203.0.113.7")
+        telemetry.socket_refused(REFUSED_RATE, CLIENT)
     assert metric("notify_connections_refused_total", reason=REFUSED_RATE) == refused + 5
     assert [line.count for line in access_lines(caplog, "ws_refused")] == [1]
 
     time.sleep(0.25)
-    telemetry.socket_refused(REFUSED_RATE, "203.0.113.7")
+    telemetry.socket_refused(REFUSED_RATE, CLIENT)
     lines = access_lines(caplog, "ws_refused")
     assert [line.count for line in lines] == [1, 5]  # the last line stands for 4 unlogged + 1
     assert {(line.reason, line.client) for line in lines} == {(REFUSED_RATE, "203.0.113.7")}
