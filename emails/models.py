@@ -5,7 +5,11 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from notifications import events
 
+
+# The values the event catalogue accepts (tests/emails/test_models.py holds them equal), kept as
+# written-out members so that the classifier's and the drafts' tables can name each one.
 class Classification(models.TextChoices):
     INQUIRY = "inquiry"
     MEETING_REQUEST = "meeting_request"
@@ -114,7 +118,8 @@ class BatchStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
-BATCH_FINAL_STATUSES = (BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED)
+# A job in one of these has ended; batch_complete carries it, so the catalogue says which.
+BATCH_FINAL_STATUSES = tuple(BatchStatus(status) for status in events.BATCH_FINAL_STATUSES)
 
 
 class BatchJob(models.Model):

@@ -84,6 +84,10 @@ DRAFT_STATUS_EVENTS = {
 def draft_saved(sender, instance: Draft, created, raw=False, update_fields=None, **kwargs):
     if raw:
         return
+    event_type = DRAFT_STATUS_EVENTS.get(instance.status)
+    status_changed = event_type is not None and _changed(instance, "status", created, update_fields)
+    if not created and not status_changed:
+        return  # most saves (body edits, sending bookkeeping): no event, so no owner lookup
     if Draft.email.is_cached(instance):
         owner_id = instance.email.owner_id
     else:
@@ -95,8 +99,7 @@ def draft_saved(sender, instance: Draft, created, raw=False, update_fields=None,
             event_type=EventType.DRAFT_READY,
             data={**ids, "requires_approval": instance.requires_approval},
         )
-    event_type = DRAFT_STATUS_EVENTS.get(instance.status)
-    if event_type is None or not _changed(instance, "status", created, update_fields):
+    if not status_changed:
         return
     if event_type == EventType.DRAFT_REJECTED:
         ids["reason"] = instance.rejection_reason or None

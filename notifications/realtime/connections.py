@@ -11,7 +11,6 @@ token a change in any process revoked, and closes every socket with a chosen cod
 
 import asyncio
 import logging
-import socket
 import time
 from collections import defaultdict
 from typing import Protocol
@@ -21,6 +20,7 @@ from django.conf import settings
 from notifications.realtime.auth import claims_pass
 from notifications.realtime.database import read_from_database
 from notifications.realtime.selectors import users_token_states_with_last_event_ids
+from reasonflow.addresses import client_address
 
 logger = logging.getLogger(__name__)
 
@@ -33,54 +33,6 @@ REFUSED_PROCESS = "process_pending"  # the process has too many unauthenticated 
 # full bucket changes nothing); past it, the address seen first loses its bucket: to push a
 # busy one out, a client needs this many addresses active within one refill period.
 MAX_TRACKED_ADDRESSES = 100_000
-
-
-def client_address(scope: dict) -> str | None:
-    """The address the per-client limits count a socket against: the ASGI client's host
-    (uvicorn has already replaced it with X-Forwarded-For's when the peer is a trusted proxy),
-    IPv6 grouped by /64 (one host usually owns a whole /64). None without a peer address
-    (in-process tests, unix sockets): only the process-wide limits apply."""
-    client = scope.get("client")
-    if not client or not client[0]:
-        return None
-    host = client[0]
-    if not _forwarding_checked:
-        _check_forwarding(scope, host)
-    if ":" not in host:
-        return host[:64]  # IPv4 as it is (or a proxy's non-address value, bounded)
-    try:
-        packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
-    except OSError:
-        return host[:64]
-    if packed[:12] == _IPV4_MAPPED:
-        return socket.inet_ntop(socket.AF_INET, packed[12:])
-    # socket, not ipaddress: a tenth of the cost on every connect of an IPv6 client.
-    return socket.inet_ntop(socket.AF_INET6, packed[:8] + bytes(8)) + "/64"
-
-
-_IPV4_MAPPED = bytes(10) + b"\xff\xff"
-
-
-_forwarding_checked = False
-
-
-def _check_forwarding(scope: dict, host: str) -> None:
-    # An X-Forwarded-For that uvicorn did not apply came from a peer FORWARDED_ALLOW_IPS does
-    # not list: harmless from a client, but from our own proxy it means every client behind
-    # it shares the proxy's address (and its limits). Said once per process.
-    global _forwarding_checked
-    for name, value in scope.get("headers", ()):
-        if name == b"x-forwarded-for":
-            _forwarding_checked = True
-            if host not in value.decode("latin-1"):
-                logger.warning(
-                    "ignored X-Forwarded-For from %s: it is not in FORWARDED_ALLOW_IPS (%r). "
-                    "If it is your proxy, list it there, else all clients behind it share "
-                    "one address's limits.",
-                    host,
-                    settings.FORWARDED_ALLOW_IPS,
-                )
-            return
 
 
 class _Stream(Protocol):
@@ -99,6 +51,7 @@ class _Membership(Protocol):
 class Socket(Protocol):
     """What the registry needs of a socket (consumer.NotificationConsumer is one)."""
 
+    scope: dict  # the ASGI connection scope: the client's address
     user_id: object
     closing: bool
     claims: tuple  # auth.policy_claims() of the token in use
@@ -166,9 +119,11 @@ class ConnectionRegistry:
         self._watcher: asyncio.Task | None = None
         self._emptied: asyncio.Event | None = None
 
-    def admit(self, consumer: "Socket", address: str | None) -> str | None:
-        """Register a socket that has not authenticated yet, from `address` (client_address());
-        or refuse it and say why (REFUSED_*). Every attempt counts against the address's rate."""
+    def admit(self, consumer: "Socket") -> str | None:
+        """Register a socket that has not authenticated yet, counted against its client's
+        address (client_address()); or refuse it and say why (REFUSED_*). Every attempt counts
+        against the address's rate."""
+        address = client_address(consumer.scope)
         if address is not None:
             if not self.connect_rates.allow(address):
                 return REFUSED_RATE

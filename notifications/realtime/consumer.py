@@ -26,7 +26,7 @@ from notifications.realtime.auth import (
     policy_claims,
     validate_access_token,
 )
-from notifications.realtime.connections import client_address, registry
+from notifications.realtime.connections import registry
 from notifications.realtime.database import read_from_database
 from notifications.realtime.membership import LAYER_LOST, LayerMembership
 from notifications.realtime.stream import EventStream
@@ -116,11 +116,10 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     # --- WebSocket lifecycle --------------------------------------------------------------
 
     async def websocket_connect(self, message):
-        address = client_address(self.scope)
-        refused = registry.admit(self, address)
+        refused = registry.admit(self)
         if refused is not None:
             # Refuse before accepting (HTTP 403): unauthenticated sockets cost memory.
-            telemetry.socket_refused(refused, address)
+            telemetry.socket_refused(refused, self.scope)
             self.closing = True
             await self.close()
             return

@@ -10,6 +10,7 @@ import time
 from notifications.operations import metrics
 from notifications.realtime.connections import REFUSED_PROCESS, registry
 from notifications.realtime.presence import tracker
+from reasonflow.addresses import client_address
 
 access_log = logging.getLogger("notifications.access")
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ _refusals_logged_at: dict[str, float] = {}
 _refusals_unlogged: dict[str, int] = {}
 
 
-def socket_refused(reason: str, address: str | None) -> None:
+def socket_refused(reason: str, scope: dict) -> None:
     """An upgrade was refused before accept; `reason` is one of connections.REFUSED_*."""
     metrics.CONNECTIONS_REFUSED.labels(reason=reason).inc()
     if reason == REFUSED_PROCESS:
@@ -81,6 +82,7 @@ def socket_refused(reason: str, address: str | None) -> None:
         _refusals_unlogged[reason] = count
         return
     _refusals_logged_at[reason], _refusals_unlogged[reason] = now, 0
+    address = client_address(scope)
     access_log.info(
         "websocket refused reason=%s client=%s count=%d",
         reason,

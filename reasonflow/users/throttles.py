@@ -8,7 +8,6 @@ change count failed attempts only, and refuse (429) before the password is hashe
 import asyncio
 import functools
 import hashlib
-import ipaddress
 import json
 import logging
 import math
@@ -21,6 +20,8 @@ from django.urls import Resolver404, resolve
 from rest_framework import status
 from rest_framework.exceptions import APIException, Throttled
 from rest_framework.throttling import SimpleRateThrottle
+
+from reasonflow.addresses import address_ident, client_address
 
 logger = logging.getLogger(__name__)
 
@@ -210,19 +211,6 @@ class RefreshThrottle(SettingsRateThrottle):
     by_address = True
 
 
-@functools.lru_cache(maxsize=4096)
-def address_ident(address: str) -> str:
-    """What a client address counts as: itself, or its /64 for IPv6 (one IPv6 client usually
-    holds a whole /64 and could pick a fresh address for every attempt)."""
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if parsed.version == 6 and parsed.ipv4_mapped is None:
-        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
-    return str(getattr(parsed, "ipv4_mapped", None) or parsed)
-
-
 class Refusals:
     """The (scope, client address) pairs an address throttle refused, each until the moment
     its count drops below the rate again. Only a memo of DRF's own decisions: the counts stay
@@ -291,7 +279,7 @@ class ThrottleGate:
         if scope["type"] == "http" and refusals and scope.get("client"):
             path = scope["path"].removeprefix(scope.get("root_path", ""))
             for name in _address_scopes(path):
-                wait = refusals.wait(name, address_ident(scope["client"][0]), time.time())
+                wait = refusals.wait(name, client_address(scope), time.time())
                 if wait is not None:
                     await self._tarpit()
                     return await _send_throttled(send, max(0.0, wait - self.delay))

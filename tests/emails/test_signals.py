@@ -2,7 +2,8 @@
 of a draft's status notifies like the API."""
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from emails.models import Draft, DraftStatus, Email
 from tests.emails.factories import DraftFactory, EmailFactory
@@ -23,6 +24,43 @@ def test_saves_that_change_nothing_tracked_publish_nothing(user, events):
         draft.save()
 
     assert events(user) == before
+
+
+def _owner_lookups(queries) -> int:
+    # The draft's row never names its owner: reading it is a query on the emails table.
+    return sum('"emails_email"' in query["sql"] for query in queries)
+
+
+def test_a_draft_save_that_publishes_nothing_runs_no_owner_query(
+    user, events, django_assert_num_queries
+):
+    draft = DraftFactory(email=EmailFactory(owner=user))
+    before = events(user)
+    draft.body = "edited"
+
+    with django_assert_num_queries(2) as captured:  # the stored status, then the update
+        draft.save()
+
+    assert _owner_lookups(captured.captured_queries) == 0
+    assert events(user) == before
+
+
+def test_a_draft_save_that_publishes_looks_its_owner_up_once(user, events):
+    email = EmailFactory(owner=user)
+    with CaptureQueriesContext(connection) as captured:
+        draft = Draft.objects.create(email=email, body="Yes.", status=DraftStatus.APPROVED)
+
+    assert _owner_lookups(captured.captured_queries) == 1
+    ids = {"draft_id": str(draft.id), "email_id": str(email.id)}
+    assert events(user)[-2:] == [
+        ("draft_ready", {**ids, "requires_approval": True}),
+        ("draft_approved", ids),
+    ]
+    draft.status = DraftStatus.SENT
+    with CaptureQueriesContext(connection) as captured:
+        draft.save(update_fields=["status"])
+    assert _owner_lookups(captured.captured_queries) == 1
+    assert events(user)[-1] == ("email_sent", ids)
 
 
 def test_a_stale_instance_is_judged_against_the_stored_row(user, events):

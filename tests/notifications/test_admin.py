@@ -2,9 +2,12 @@
 through Django's test client as staff and non-staff users."""
 
 import json
+import re
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from emails.models import BatchJob
@@ -129,6 +132,53 @@ def test_the_user_list_and_page_show_online_connections(client, operator, user):
     page = client.get(reverse("admin:users_user_change", args=[user.pk]))
     assert "Online connections" in page.content.decode()
     assert f"?user__id__exact={user.pk}" in page.content.decode()
+
+
+def _online_column(body: str) -> dict[str, str]:
+    """The user list's online-connections cell per user email, read from the page's rows."""
+    cells = {}
+    for row in body.split("<tr")[1:]:
+        email = re.search(r'class="field-email"><a [^>]*>([^<]+)</a>', row)
+        online = re.search(r'<td class="field-online_connections">([^<]*)</td>', row)
+        if email and online:
+            cells[email.group(1)] = online.group(1)
+    return cells
+
+
+def test_the_user_list_reads_presence_once_whatever_the_number_of_rows(client, operator, make_user):
+    def list_page() -> tuple[dict[str, str], int]:
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(USERS)
+        assert response.status_code == 200
+        reads = sum('"notifications_presence"' in q["sql"] for q in captured.captured_queries)
+        return _online_column(response.content.decode()), reads
+
+    first = make_user()
+    _write_database("process-a", {str(first.pk): 1}, 30)
+    column, reads = list_page()
+    assert (column[first.email], column[operator.email], reads) == ("1", "0", 1)
+
+    more = [make_user() for _ in range(6)]
+    _write_database("process-b", {str(user.pk): n for n, user in enumerate(more, start=2)}, 30)
+    column, reads = list_page()
+    assert reads == 1
+    expected = {operator.email: "0", first.email: "1"}
+    expected |= {user.email: str(n) for n, user in enumerate(more, start=2)}
+    assert column == expected
+
+
+def test_the_user_list_shows_unknown_presence_when_redis_does_not_answer(
+    client, operator, settings
+):
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "notifications.realtime.layers.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:1/0"}]},  # nothing listens
+        }
+    }
+    response = client.get(USERS)
+    assert response.status_code == 200
+    assert _online_column(response.content.decode()) == {operator.email: "?"}
 
 
 @pytest.fixture

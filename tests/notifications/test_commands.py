@@ -11,7 +11,6 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
 from django.utils import timezone
 
 from notifications import services
@@ -19,7 +18,6 @@ from notifications.management.commands.serve import Command as ServeCommand
 from notifications.models import Event
 from notifications.realtime.auth import authenticate_access_token
 from reasonflow.users.services import user_issue_tokens
-from tests.conftest import access_token_for
 from tests.support.live import ROOT, LiveServer
 from tests.support.shared_db import live_database_url
 
@@ -149,30 +147,6 @@ def test_listen_gives_up_when_the_server_refuses_the_user(shared_server, user):
     user.save(update_fields=["is_active"])
     with pytest.raises(CommandError, match="refused the token"):
         run("listen", "--user", user.email, "--url", shared_server.ws_url, "--count", "1")
-
-
-@pytest.mark.live
-def test_serve_closes_each_requests_database_connection(shared_server, user, staff_user):
-    # Django runs each ASGI request's sync code in a thread that ends with the request: a
-    # connection left open there outlived it until a garbage collection, and PostgreSQL ran
-    # out of connections under REST load.
-    if connection.vendor != "postgresql":
-        pytest.skip("counts server connections: PostgreSQL only")
-
-    def server_connections() -> int:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            return cursor.fetchone()[0]
-
-    token = access_token_for(staff_user)
-    post_test_event(shared_server, token, str(user.pk), "draft_ready")
-    before = server_connections()
-    for _ in range(40):
-        post_test_event(shared_server, token, str(user.pk), "draft_ready")
-    assert server_connections() - before <= 2
 
 
 @pytest.mark.live

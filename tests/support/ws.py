@@ -6,7 +6,9 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from channels_redis.pubsub import RedisPubSubChannelLayer
 
-from notifications.publish import user_group_name
+from notifications.events import EventType, sample_data
+from notifications.models import Event
+from notifications.publish import apublish_event, user_group_name
 from reasonflow.asgi import application
 
 WS_PATH = "/api/v1/notifications/ws"
@@ -71,3 +73,10 @@ async def wait_until(predicate, timeout: float = 5, interval: float = 0.02):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+async def publish(user, event_type=EventType.DRAFT_READY) -> Event:
+    """Publish a sample event of `event_type` to `user` (committed, then sent to the layer)."""
+    return await apublish_event(
+        user_id=user.id, event_type=event_type, data=sample_data(event_type)
+    )

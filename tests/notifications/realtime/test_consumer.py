@@ -1,5 +1,5 @@
 """The WebSocket consumer through reasonflow.asgi.application: every close code of the contract,
-isolation, fan-out, replay and gap fill, on the in-memory and the Redis channel layer."""
+isolation, fan-out, resume, on the in-memory and the Redis channel layer."""
 
 import asyncio
 import json
@@ -13,9 +13,9 @@ from django.utils import timezone
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from notifications.delivery import aflush_deliveries
-from notifications.events import EventType, sample_data
+from notifications.events import EventType
 from notifications.models import Event
-from notifications.publish import apublish_event, user_group_name
+from notifications.publish import user_group_name
 from tests.conftest import access_token_for
 from tests.support.ws import (
     communicator,
@@ -23,6 +23,7 @@ from tests.support.ws import (
     expect_close,
     group_members,
     open_socket,
+    publish,
     receive_events,
     wait_until,
 )
@@ -31,12 +32,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("channel_layer_kind"),
 ]
-
-
-async def publish(user, event_type=EventType.DRAFT_READY):
-    return await apublish_event(
-        user_id=user.id, event_type=event_type, data=sample_data(event_type)
-    )
 
 
 def signed(claims: dict, *, key=None, algorithm="HS256") -> str:
@@ -429,64 +424,6 @@ async def test_resume_when_up_to_date_sends_only_live_events(user):
     assert await comm.receive_nothing(timeout=0.3)
     await publish(user)
     assert [e["id"] for e in await receive_events(comm, 1)] == [2]
-    await comm.disconnect()
-
-
-async def test_a_dropped_channel_message_is_filled_from_the_store(user):
-    comm, _ = await connect(access_token_for(user))
-    await publish(user)
-    assert [e["id"] for e in await receive_events(comm, 1)] == [1]
-    layer = get_channel_layer()
-    group = user_group_name(user.id)
-    [channel] = await group_members(user.id)
-    # Take the socket out of its group so the layer never delivers event 2 to it.
-    await layer.group_discard(group, channel)
-    assert await group_members(user.id) == set()
-    await publish(user)
-    await aflush_deliveries()
-    await layer.group_add(group, channel)
-    await publish(user)
-    assert [e["id"] for e in await receive_events(comm, 2)] == [2, 3]
-    assert await comm.receive_nothing(timeout=0.3)
-    await comm.disconnect()
-
-
-async def test_a_reordered_or_repeated_channel_message_is_sent_once_in_order(user):
-    comm, _ = await connect(access_token_for(user))
-    events = [await publish(user) for _ in range(3)]
-    assert [e["id"] for e in await receive_events(comm, 3)] == [1, 2, 3]
-    layer = get_channel_layer()
-    # The layer delivers an old event again (at-least-once): the socket must not repeat it.
-    await layer.group_send(
-        user_group_name(user.id),
-        {
-            "type": "notification.event",
-            "user_id": str(user.id),
-            "event_id": events[1].event_id,
-            "envelope": events[1].envelope_json(),
-        },
-    )
-    await publish(user)
-    assert [e["id"] for e in await receive_events(comm, 1)] == [4]
-    assert await comm.receive_nothing(timeout=0.3)
-    await comm.disconnect()
-
-
-async def test_replay_of_many_events_arrives_complete_and_in_order(user):
-    from notifications.publish import publish_event
-
-    def publish_many():
-        for _ in range(1000):
-            publish_event(
-                user_id=user.id, event_type="draft_ready", data=sample_data("draft_ready")
-            )
-
-    await sync_to_async(publish_many)()
-    await aflush_deliveries()
-    comm, connected = await connect(access_token_for(user), last_event_id=0)
-    assert connected["last_event_id"] == 1000
-    received = [e["id"] for e in await receive_events(comm, 1000)]
-    assert received == list(range(1, 1001))
     await comm.disconnect()
 
 

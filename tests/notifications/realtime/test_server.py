@@ -1,20 +1,151 @@
-"""The production server (`manage.py serve`) and its database connections: pooled, returned
-after every request and every socket's read, so steady load opens no PostgreSQL sessions."""
+"""The production server: uvicorn as server_config() configures it, run in this process, and
+NotifyServer's shutdown (every socket closed 4012, this process's presence withdrawn); its
+database connections, pooled and returned after every request and every socket's read, so steady
+load opens no PostgreSQL sessions. SIGTERM to a whole server process with hundreds of clients is
+in tests/live/test_faults.py."""
 
 import asyncio
 import http.client
+import json
+import threading
 import time
 import uuid
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.db import connection
 from django.utils import timezone
 
 from emails.models import Email
+from notifications.close_codes import CloseCode
+from notifications.realtime.connections import registry
+from notifications.realtime.presence import presence_count_for_user, tracker
+from notifications.realtime.server import NotifyServer, close_request_connections, server_config
 from tests.conftest import access_token_for
+from tests.support.demo_server import api
 from tests.support.live import LiveServer
-from tests.support.live_clients import ws_connect
+from tests.support.live_clients import close_code, ws_connect
+from tests.support.redis import free_port
 from tests.support.shared_db import live_database_url
+from tests.support.ws import wait_until
+
+
+@pytest.fixture
+async def server(transactional_db, memory_layer):
+    """NotifyServer on 127.0.0.1 in this event loop, serving the test database."""
+    port = free_port()
+    server = NotifyServer(server_config(host="127.0.0.1", port=port))
+    server.ws_url = f"ws://127.0.0.1:{port}/api/v1/notifications/ws"
+    serving = asyncio.create_task(server.serve())
+
+    async def started():
+        return server.started
+
+    await wait_until(started, timeout=10)
+    yield server
+    server.should_exit = True
+    await serving
+
+
+async def registry_emptied() -> bool:
+    return not registry.all()
+
+
+async def test_shutdown_closes_every_socket_4012_and_withdraws_this_processes_presence(
+    server, user, other_user
+):
+    sockets = [
+        (await ws_connect(server.ws_url, access_token_for(owner)))[0]
+        for owner in (user, user, other_user)
+    ]
+    await tracker.publish()
+    count = sync_to_async(presence_count_for_user)
+    assert await count(user_id=user.id) == 2
+
+    server.should_exit = True
+    codes = await asyncio.gather(*(close_code(ws) for ws in sockets))
+
+    assert codes == [CloseCode.RESTARTING] * 3
+    await wait_until(registry_emptied)
+    assert await count(user_id=user.id) == 0
+    assert await count(user_id=other_user.id) == 0
+
+
+async def test_a_frame_over_the_contracts_limit_is_answered_4009_not_dropped_by_uvicorn(
+    server, user, settings
+):
+    ws, _ = await ws_connect(server.ws_url, access_token_for(user))
+    await ws.send(json.dumps({"type": "ping", "pad": "x" * settings.NOTIFICATIONS_MAX_FRAME_BYTES}))
+    assert await close_code(ws) == CloseCode.FRAME_TOO_LARGE
+
+
+def test_forwarded_headers_count_only_when_proxies_are_listed(settings):
+    settings.FORWARDED_ALLOW_IPS = ""
+    assert server_config(host="127.0.0.1", port=1).proxy_headers is False
+    settings.FORWARDED_ALLOW_IPS = "10.0.0.5"
+    config = server_config(host="127.0.0.1", port=1)
+    assert (config.proxy_headers, config.forwarded_allow_ips) == (True, "10.0.0.5")
+    assert server_config(host="127.0.0.1", port=1, proxy_headers=False).proxy_headers is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_threads_database_connections_are_closed_with_the_request():
+    seen = {}
+
+    def request_thread() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        seen["open"] = connection.connection is not None
+        close_request_connections()
+        seen["after"] = connection.connection
+
+    thread = threading.Thread(target=request_thread)
+    thread.start()
+    thread.join(10)
+    assert seen == {"open": True, "after": None}
+
+
+@pytest.fixture
+def live_server_on_the_test_database(transactional_db):
+    """A server process (`manage.py serve`) on the test database: the test's rows are visible."""
+    with LiveServer(env={"DATABASE_URL": live_database_url()}) as server:
+        yield server
+
+
+@pytest.mark.live
+def test_serve_closes_each_requests_database_connection(
+    live_server_on_the_test_database, user, staff_user
+):
+    # Django runs each ASGI request's sync code in a thread that ends with the request: a
+    # connection left open there outlived it until a garbage collection, and PostgreSQL ran
+    # out of connections under REST load.
+    if connection.vendor != "postgresql":
+        pytest.skip("counts server connections: PostgreSQL only")
+
+    def server_connections() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return cursor.fetchone()[0]
+
+    def publish() -> None:
+        status, body = api(
+            live_server_on_the_test_database.http_url,
+            "POST",
+            "notifications/test",
+            token=access_token_for(staff_user),
+            body={"user": str(user.pk), "type": "draft_ready"},
+        )
+        assert status == 201, body
+
+    publish()
+    before = server_connections()
+    for _ in range(40):
+        publish()
+    assert server_connections() - before <= 2
+
 
 POOL_MAX = 4  # below the requests' and the read threads' concurrency, so a leak would show
 SERVER_APPLICATION = "pooled-serve-test"  # tells the server's backends from this process's
