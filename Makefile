@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run demo worker test test-pythons lint format bench clean
+.PHONY: run demo worker test test-pythons lint format docs bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 ## Development server: DEBUG on, embedded defaults (SQLite, in-memory layer), the demo user, on
-## 127.0.0.1:8000 (`make run PORT=8001`). Production: README, "Production".
+## 127.0.0.1:8000 (`make run PORT=8001`). Production: docs/production.md.
 run: $(VENV)/.runtime
 	DEBUG=true $(PY) manage.py serve --host $(HOST) --port $(PORT)
 
@@ -49,9 +49,13 @@ format: $(VENV)/.dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-## Every benchmark scenario against ours, the stock consumer and the floor (README, "Performance").
+## The documentation site (docs/, mkdocs.yml) into site/; strict: a broken link or anchor fails.
+docs: $(VENV)/.dev
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+## Every benchmark scenario against ours, the stock consumer and the floor (docs/performance.md).
 bench: $(VENV)/.dev
 	$(PY) -m bench all $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-3.* .pytest_cache .ruff_cache db.sqlite3
+	rm -rf $(VENV) .venv-3.* .pytest_cache .ruff_cache db.sqlite3 site

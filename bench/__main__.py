@@ -2,7 +2,7 @@
 
 Scenarios: connections, throughput, fanout, mixed, rest, publish-cost, or `all` (every
 scenario, with --compare-stock). Prints a table and writes bench/results/<timestamp>.json.
-See the README, "Performance".
+See docs/performance.md.
 """
 
 import argparse

@@ -1,4 +1,4 @@
-"""python -m bench.abuse: what an abusive client costs everyone else (README, Guarantees).
+"""python -m bench.abuse: what an abusive client costs everyone else (docs/guarantees.md).
 
 Runs `manage.py serve` as production does (DEBUG off, PostgreSQL, Redis, default limits and
 throttles) on its own core and measures, from the other core:

@@ -1,4 +1,4 @@
-"""The WebSocket close codes of the contract (PROTOCOL §1, README "Close codes"): the one
+"""The WebSocket close codes of the contract (PROTOCOL §1, docs/protocol.md "Close codes"): the one
 definition, used by the server, the consumer, the metrics' label allowlist and the Python
 client (which imports nothing else of the service). client.js repeats them; a test holds the
 two equal."""

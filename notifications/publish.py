@@ -39,7 +39,7 @@ def publish_event(
 
     Inside a transaction the returned Event's `event_id`, `id` and `created_at` are None until
     the transaction commits: the user's next number is taken just before the commit, with every
-    other event of the transaction, in user order (README, "The event store"). Raises
+    other event of the transaction, in user order (docs/publishing.md). Raises
     EventPayloadError when `data` does not match the catalogue, ImproperlyConfigured when the
     database backend has no before-commit hook.
     """

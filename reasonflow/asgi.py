@@ -25,9 +25,11 @@ from reasonflow.users.throttles import ThrottleGate  # noqa: E402
 
 if settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels.layers.InMemoryChannelLayer":
     logging.getLogger("reasonflow").warning(
-        "REDIS_URL is not set: using the in-memory channel layer. Only this server process can "
-        "publish events; workers and management commands in other processes cannot reach its "
-        "sockets (their events are stored and replayed on reconnect)."
+        "REDIS_URL is not set: using the in-memory channel layer. Events published by other "
+        "processes (workers, management commands) reach this server's sockets through its "
+        "delivery watch, %s to %s s later, not at once; set REDIS_URL for immediate delivery.",
+        settings.NOTIFICATIONS_CATCHUP_INTERVAL,
+        2 * settings.NOTIFICATIONS_CATCHUP_INTERVAL,
     )
 
 

@@ -12,7 +12,7 @@ MIN_KEY_LENGTH = 50
 MIN_DISTINCT_CHARACTERS = 5
 GENERATE_HINT = (
     'python -c "import secrets; print(secrets.token_urlsafe(64))" makes one; '
-    "see the README, Production."
+    "see docs/production.md."
 )
 
 

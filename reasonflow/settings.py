@@ -50,7 +50,7 @@ DEBUG = env_bool("DEBUG", True)
 SECRET_KEY = signing_key("SECRET_KEY", os.environ.get("SECRET_KEY"), debug=DEBUG)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 
-# HTTPS (README, Production): cookies are secure-only unless DEBUG is on; redirects and HSTS
+# HTTPS (docs/production.md): cookies are secure-only unless DEBUG is on; redirects and HSTS
 # are the TLS proxy's choice, so production turns them on explicitly. Probes answer over plain
 # HTTP on the process's own port.
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
@@ -118,7 +118,7 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
-# PostgreSQL connections come from a psycopg pool per process (README, Production): under ASGI
+# PostgreSQL connections come from a psycopg pool per process (docs/production.md): under ASGI
 # each request's sync code runs in a thread of its own, so a persistent connection could not
 # outlive the request and every request paid for a new PostgreSQL session. Django hands the
 # connection back to the pool when it closes it, at the end of each request and of each
@@ -154,8 +154,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 
 # Django's backends plus a before-commit hook: a transaction's events are stored just before it
-# commits, in user order, so producers never deadlock on the per-user counters (README,
-# "The event store"). publish_event refuses to run on Django's plain backends.
+# commits, in user order, so producers never deadlock on the per-user counters
+# (docs/publishing.md). publish_event refuses to run on Django's plain backends.
 PROJECT_ENGINES = {
     "django.db.backends.postgresql": "reasonflow.db.backends.postgresql",
     "django.db.backends.sqlite3": "reasonflow.db.backends.sqlite3",
@@ -240,7 +240,7 @@ REDIS_URL = os.environ.get("REDIS_URL", "").strip()
 # Sentinel: REDIS_SENTINELS=host:26379,host2:26379 and REDIS_SENTINEL_MASTER=mymaster.
 REDIS_SENTINELS = env_list("REDIS_SENTINELS", [])
 REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER", "mymaster")
-# "pubsub" (default, chosen by measurement: README, Performance): channels-redis's Redis pub/sub
+# "pubsub" (default, chosen by measurement: docs/performance.md): channels-redis's Redis pub/sub
 # layer, at-most-once, made lossless by the event store, gap fill and the delivery watch.
 # "core": its list-based layer.
 CHANNEL_LAYER = os.environ.get("CHANNEL_LAYER", "pubsub").strip().lower()
@@ -366,7 +366,7 @@ METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1/32", "::1/128"
 # --- Emails domain -------------------------------------------------------------------------
 # Where sync reads mail unless a user's MailAccount names another source: `demo:`,
 # `mbox:///path/file.mbox`, `maildir:///path/Maildir`, `imaps://user:app-password@host/INBOX`
-# (implicit TLS) or `imap://…` (STARTTLS). See the README, "Mail sources".
+# (implicit TLS) or `imap://…` (STARTTLS). See docs/emails.md, "Mail sources".
 EMAILS_SOURCE = os.environ.get("EMAILS_SOURCE", "demo:")
 EMAILS_SOURCE_TIMEOUT = float(os.environ.get("EMAILS_SOURCE_TIMEOUT", "30"))
 EMAILS_DEMO_PER_SYNC = env_int("EMAILS_DEMO_PER_SYNC", 3)

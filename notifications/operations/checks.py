@@ -18,8 +18,9 @@ def check_channel_layer(app_configs, **kwargs) -> list[Warning]:
             Warning(
                 "The in-memory channel layer is used with DEBUG=False.",
                 hint="Set REDIS_URL: with the in-memory layer, events published by other "
-                "processes (workers, management commands, other server processes) reach no "
-                "live socket until it reconnects.",
+                "processes (workers, management commands, other server processes) reach live "
+                "sockets only through the delivery watch, one to two "
+                "NOTIFICATIONS_CATCHUP_INTERVAL ticks later, and revocations likewise.",
                 id="notifications.W001",
             )
         )

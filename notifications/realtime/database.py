@@ -10,7 +10,7 @@ write nothing.
 
 The hop is the loop's own `run_in_executor`, not asgiref's SyncToAsync: a read needs no
 context variables, thread-sensitivity or deadlock bookkeeping, and that machinery cost more
-loop time per connecting socket than the read itself (README, Performance).
+loop time per connecting socket than the read itself (docs/performance.md).
 
 Reads that many sockets make at once (every socket connecting, after a deploy) go through a
 `BatchedRead`: the reads that arrive while one database visit is under way wait for the next,

@@ -95,7 +95,7 @@ def serve(*, host: str, port: int, sock: socket.socket | None = None, **override
     config.load()  # import the application now, so that its objects are frozen below
     # A full collection walked every object of Django and the app while sockets waited: the
     # slowest of 50 fan-outs to 500 sockets took 122-138 ms, 41-58 ms with the start-up
-    # objects frozen (never collected) and young collections made rarer (README, Performance).
+    # objects frozen (never collected) and young collections made rarer (docs/performance.md).
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     request_finished.connect(close_request_connections)

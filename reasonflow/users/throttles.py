@@ -261,7 +261,7 @@ def _address_scopes(path: str) -> tuple[str, ...]:
 class ThrottleGate:
     """ASGI middleware for HTTP: a client address that an address throttle refused gets the
     same 429 and Retry-After here, until that refusal ends, without a thread, a cache read or
-    Django (README, Guarantees: the login storm).
+    Django (docs/guarantees.md: the login storm).
 
     The answer waits `delay` seconds first, as nginx's limit_req delays excess requests: a
     client that ignores Retry-After then holds a sleeping task instead of keeping the event

@@ -117,7 +117,7 @@ def test_every_server_has_a_core_of_its_own(report):
 
 
 def test_the_abuse_measurements_run_and_show_the_limits_holding():
-    """bench.abuse (README, Guarantees): the lockout, refresh-race and pending-flood figures,
+    """bench.abuse (docs/guarantees.md): the lockout, refresh-race and pending-flood figures,
     small, against a real production-mode server."""
     if not postgres_answers():
         pytest.skip(f"the benchmark needs PostgreSQL at {POSTGRES_ADMIN_URL}")

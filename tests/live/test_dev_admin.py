@@ -1,5 +1,5 @@
 """The admin as `make run` serves it (DEBUG on, `serve` with its demo superuser), in Debian's
-chromium: the demo user reaches every admin page the README shows, sends a test notification
+chromium: the demo user reaches every admin page docs/operating.md shows, sends a test notification
 from the user list, and the event arrives on a real WebSocket of the chosen user."""
 
 import json

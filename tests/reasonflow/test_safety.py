@@ -1,5 +1,5 @@
 """Production-safe defaults: no public demo account, no public signing key, no password on a
-page, and `check --deploy` clean on the production settings the README documents."""
+page, and `check --deploy` clean on the production settings docs/production.md documents."""
 
 import os
 import secrets
@@ -203,7 +203,7 @@ def test_demo_sign_in_in_development_returns_working_tokens(db, settings):
 
 
 def production_env() -> dict[str, str]:
-    """The README's production settings (.env.example), with the secrets an operator
+    """The documented production settings (.env.example), with the secrets an operator
     generates filled in."""
     env = {}
     for line in (ROOT / ".env.example").read_text().splitlines():

@@ -24,8 +24,10 @@ def node_major(node: str) -> int:
 
 def test_js_client_suite_passes_against_a_live_server():
     node = shutil.which("node")
-    assert node, "node (20 or newer) is needed for the JavaScript client tests"
-    assert node_major(node) >= 20, "the JavaScript client tests need Node 20 or newer"
+    if node is None:
+        pytest.skip("node is not installed: the JavaScript client tests need Node 20 or newer")
+    if node_major(node) < 20:
+        pytest.skip(f"node {node_major(node)} found: the JavaScript client tests need 20 or newer")
     flags = NODE_FLAGS if node_major(node) < 22 else []
     result = subprocess.run(
         [node, *flags, "--test", "--test-reporter=tap", "tests/js/"],
