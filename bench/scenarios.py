@@ -1,6 +1,7 @@
 """The scenarios (connections, throughput, fanout, mixed) and the targets they run against.
 
-A run owns a throwaway PostgreSQL database and a private Redis. Each (scenario, target) pair
+A run owns a throwaway PostgreSQL database and a private Redis (and, with --before, the checkout
+and database of an earlier revision). Each (scenario, target) pair
 gets a fresh server process pinned to SERVER_CPU and fresh publisher processes pinned to
 LOAD_CPU, next to this process (the load generator). Django is set up here only to create the
 users and mint their tokens, on the same DATABASE_URL as the server.
@@ -23,6 +24,7 @@ from bench import loadgen
 from bench.infra import (
     LOAD_CPU,
     ROOT,
+    EarlierRevision,
     ServerProcess,
     ThrowawayDatabase,
     private_redis,
@@ -54,10 +56,19 @@ class Options:
     layer: str = "pubsub"
     server_env: dict[str, str] = field(default_factory=dict)
     compare_stock: bool = False
+    before: str | None = None  # a git revision: also run the project as it was there
     drain: float = 5.0
 
+    @property
+    def before_kind(self) -> str | None:
+        return f"ours@{self.before}" if self.before else None
+
+    def our_targets(self) -> list[str]:
+        return ["ours", self.before_kind] if self.before else ["ours"]
+
     def targets(self) -> list[str]:
-        return ["ours", "stock", "floor"] if self.compare_stock else ["ours"]
+        theirs = ["stock", "floor"] if self.compare_stock else []
+        return [*self.our_targets(), *theirs]
 
 
 # --- the run's resources -------------------------------------------------------------------
@@ -74,6 +85,7 @@ class Bench:
         self.env: dict[str, str] = {}
         self._users: list[tuple[str, str]] = []
         self._special: dict[str, tuple[str, str]] = {}
+        self.before = EarlierRevision(options.before) if options.before else None
 
     def setup(self) -> "Bench":
         self.db.create()
@@ -94,9 +106,13 @@ class Bench:
             NOTIFICATIONS_CONNECT_RATE_PER_IP="0",
         )
         setup_django(self.env)
+        if self.before is not None:
+            self.before.setup(self.server_env(self.options.before_kind))
         return self
 
     def close(self) -> None:
+        if self.before is not None:
+            self.before.close()
         from django.db import connections
 
         connections.close_all()
@@ -147,23 +163,36 @@ class Bench:
             self.special("fanout")
         if "mixed" in scenarios:
             self.special("staff", is_staff=True)
+        if self.before is not None:
+            from reasonflow.users.models import User
+
+            self.before.copy_users(self.db.url, User._meta.db_table)
 
     def server_env(self, kind: str) -> dict[str, str]:
         env = {**os.environ, **self.env}
-        if kind == "ours":
+        if kind in self.options.our_targets():
             env.update(self.options.server_env)
+        if kind == self.options.before_kind:
+            env["DATABASE_URL"] = self.before.db.url
         return env
+
+    def root(self, kind: str) -> Path:
+        """Where a target's server and publishers run from: an earlier revision's checkout,
+        or this one."""
+        return self.before.root if kind == self.options.before_kind else ROOT
 
 
 # --- a target: one server process and its publishers -------------------------------------
 
 
 class PublisherProcess:
-    def __init__(self, mode: str, env: dict[str, str], workdir: Path, index: int, cpu: int) -> None:
+    def __init__(
+        self, mode: str, env: dict[str, str], workdir: Path, index: int, cpu: int, root: Path
+    ) -> None:
         self.out = workdir / f"publisher-{os.getpid()}-{index}.json"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.publisher", "--mode", mode, "--cpu", str(cpu)],
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -206,7 +235,8 @@ class PublisherProcess:
 
 
 class Target:
-    """The server under test (`ours`, `stock` or `floor`) with the publishers that feed it."""
+    """The server under test (`ours`, `ours@REV`, `stock` or `floor`) with the publishers that
+    feed it, both from the same revision."""
 
     def __init__(self, bench: Bench, kind: str) -> None:
         self.bench = bench
@@ -217,13 +247,15 @@ class Target:
     async def __aenter__(self) -> "Target":
         self.bench.flush_redis()
         env = self.bench.server_env(self.kind)
+        root = self.bench.root(self.kind)
         mode = "floor" if self.kind == "floor" else "publish"
         count = max(1, self.bench.options.publishers)
         cpu = LOAD_CPU if self.bench.options.publisher_cpu == "load" else -1
         self.publishers = [
-            PublisherProcess(mode, env, self.bench.workdir, index, cpu) for index in range(count)
+            PublisherProcess(mode, env, self.bench.workdir, index, cpu, root)
+            for index in range(count)
         ]
-        self.server = ServerProcess(self.kind, env, self.bench.workdir)
+        self.server = ServerProcess(self.kind, env, self.bench.workdir, root)
         await asyncio.to_thread(self.server.start)
         for publisher in self.publishers:
             await asyncio.to_thread(publisher.wait_ready)
