@@ -171,7 +171,11 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": report.machine(),
         "options": dataclasses.asdict(options),
         "before": (
-            {"commit": bench.before.commit, "worktree": str(bench.before.root)}
+            {
+                "commit": bench.before.commit,
+                "worktree": str(bench.before.root),
+                "database": bench.before.db.name,
+            }
             if bench.before
             else None
         ),

@@ -150,11 +150,10 @@ def checkout(revision: str) -> Iterator[Path]:
             raise RuntimeError(f"git worktree add {revision}: {added.stderr.strip()}")
         yield path
     finally:
-        if _git("worktree", "remove", "--force", str(path)).returncode:
-            # Interrupted half-way through `add`: git's bookkeeping points at a directory
-            # that is not a whole worktree. Prune touches only entries whose directory is gone.
-            shutil.rmtree(path, ignore_errors=True)
-            _git("worktree", "prune")
+        # Twice forced: `add` locks the worktree until it is done, so one interrupted half-way
+        # needs it. The directory may be left when `add` never registered it.
+        _git("worktree", "remove", "--force", "--force", str(path))
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class EarlierRevision:
