@@ -3,8 +3,8 @@
 A run owns a throwaway PostgreSQL database and a private Redis (and, with --before, the checkout
 and database of an earlier revision). Each (scenario, target) pair gets a fresh server process
 pinned to SERVER_CPU and fresh publisher processes pinned to LOAD_CPU, next to this process (the
-load generator). Django is set up here only to create the
-users and mint their tokens, on the same DATABASE_URL as the server.
+load generator). Django is set up here only to create the users and mint their tokens, on the
+same DATABASE_URL as the server.
 """
 
 import asyncio
