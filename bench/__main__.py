@@ -1,8 +1,8 @@
 """python -m bench SCENARIO [options]: load-test the notification server as production runs it.
 
 Scenarios: connections, throughput, fanout, mixed, rest, publish-cost, or `all` (every
-scenario, with --compare-stock). Prints a table and writes bench/results/<timestamp>.json.
-See docs/performance.md.
+scenario, with --compare-stock). --before REV adds the project as it was at git revision REV.
+Prints a table and writes bench/results/<timestamp>.json. See docs/performance.md.
 """
 
 import argparse
@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report
-from bench.infra import LOAD_CPU, ROOT, collect_garbage_now_only, cpu_count, pin, raise_fd_limit
+from bench.infra import LOAD_CPU, collect_garbage_now_only, cpu_count, pin, raise_fd_limit
 from bench.scenarios import SCENARIOS, Bench, Options, run_scenario
 
 
@@ -37,6 +37,11 @@ def parse_args(argv: list[str]) -> tuple[list[str], Options, str | None]:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("scenario", nargs="+", choices=[*SCENARIOS, "publish-cost", "all"])
     parser.add_argument("--compare-stock", action="store_true", help="also run stock and floor")
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        help="also run ours as of git revision REV (its own worktree and database): ours@REV",
+    )
     parser.add_argument("--users", type=int, default=defaults.users)
     parser.add_argument("--connections", type=int, default=defaults.connections)
     parser.add_argument("--rates", type=_rates, default=defaults.rates, help="e.g. 500,1000")
@@ -48,12 +53,6 @@ def parse_args(argv: list[str]) -> tuple[list[str], Options, str | None]:
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
     parser.add_argument("--rest-requests", type=int, default=defaults.rest_requests)
     parser.add_argument("--rest-rate", type=float, default=defaults.rest_rate)
-    parser.add_argument(
-        "--baseline-root",
-        default=defaults.baseline_root,
-        metavar="DIR",
-        help="also serve this checkout (e.g. a worktree of main) as `baseline`, before ours",
-    )
     parser.add_argument("--publishers", type=int, default=defaults.publishers)
     parser.add_argument("--batch", type=int, default=defaults.batch, help="events per commit")
     parser.add_argument(
@@ -88,13 +87,13 @@ def parse_args(argv: list[str]) -> tuple[list[str], Options, str | None]:
         concurrency=args.concurrency,
         rest_requests=args.rest_requests,
         rest_rate=args.rest_rate,
-        baseline_root=args.baseline_root,
         publishers=args.publishers,
         batch=args.batch,
         publisher_cpu=args.publisher_cpu,
         layer=args.layer,
         server_env=dict(args.server_env),
         compare_stock=args.compare_stock or "all" in args.scenario,
+        before=args.before,
         drain=args.drain,
     )
     if "all" in args.scenario:
@@ -105,12 +104,13 @@ def parse_args(argv: list[str]) -> tuple[list[str], Options, str | None]:
     return scenarios, options, output
 
 
-def publish_cost(bench: Bench) -> dict:
-    """bench/publish_cost.py on the run's database and Redis (in-process, no server)."""
-    env = {**bench.server_env("ours"), "BENCH_RUNS": os.environ.get("BENCH_RUNS", "1000")}
+def publish_cost(bench: Bench, kind: str) -> dict:
+    """bench/publish_cost.py of the target's revision on its database and the run's Redis
+    (in-process, no server)."""
+    env = {**bench.server_env(kind), "BENCH_RUNS": os.environ.get("BENCH_RUNS", "1000")}
     done = subprocess.run(
         [sys.executable, "-m", "bench.publish_cost"],
-        cwd=ROOT,
+        cwd=bench.root(kind),
         env=env,
         capture_output=True,
         text=True,
@@ -132,8 +132,10 @@ async def run(bench: Bench, scenarios: list[str]) -> dict:
     results = {}
     for scenario in scenarios:
         if scenario == "publish-cost":
-            progress("publish_cost ...")
-            results["publish_cost"] = await asyncio.to_thread(publish_cost, bench)
+            results["publish_cost"] = {}
+            for kind in bench.options.our_targets():
+                progress(f"publish_cost: {kind} ...")
+                results["publish_cost"][kind] = await asyncio.to_thread(publish_cost, bench, kind)
         else:
             results[scenario] = await run_scenario(bench, scenario, progress)
     return results
@@ -153,6 +155,11 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         progress(f"database {bench.db.name}, private Redis, users ...")
         bench.setup()
+        if bench.before is not None:
+            progress(
+                f"{options.before_kind}: commit {bench.before.commit[:12]} in {bench.before.root},"
+                f" database {bench.before.db.name}"
+            )
         bench.prepare(scenarios)
         try:
             import uvloop
@@ -167,6 +174,15 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": round(time.perf_counter() - began, 1),
         "machine": report.machine(),
         "options": dataclasses.asdict(options),
+        "before": (
+            {
+                "commit": bench.before.commit,
+                "worktree": str(bench.before.root),
+                "database": bench.before.db.name,
+            }
+            if bench.before
+            else None
+        ),
         "scenarios": results,
         "ratios": {name: report.ratios(name, result) for name, result in results.items()},
     }

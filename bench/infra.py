@@ -1,17 +1,20 @@
 """What a benchmark run stands on: a throwaway PostgreSQL database, a private Redis, the server
-processes under test (ours, the stock Channels consumer, the bare-websockets floor), CPU pinning
-and the /proc and INFO readings of their CPU and memory."""
+processes under test (ours, ours at an earlier revision, the stock Channels consumer, the
+bare-websockets floor), CPU pinning and the /proc and INFO readings of their CPU and memory."""
 
 import contextlib
 import gc
 import os
 import resource
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,11 +74,11 @@ def raise_fd_limit() -> int:
 
 
 class ThrowawayDatabase:
-    """reasonflow_bench_<pid> on the local PostgreSQL (trust auth), dropped on close()."""
+    """reasonflow_bench_<pid><suffix> on the local PostgreSQL (trust auth), dropped on drop()."""
 
-    def __init__(self, admin_url: str = POSTGRES_ADMIN_URL) -> None:
+    def __init__(self, admin_url: str = POSTGRES_ADMIN_URL, suffix: str = "") -> None:
         self.admin_url = admin_url.rstrip("/")
-        self.name = f"reasonflow_bench_{os.getpid()}"
+        self.name = f"reasonflow_bench_{os.getpid()}{suffix}"
         self.created = False
 
     @property
@@ -127,6 +130,90 @@ def setup_django(env: dict[str, str]) -> None:
     call_command("migrate", interactive=False, verbosity=0)
 
 
+# --- an earlier revision of the project ------------------------------------------------------
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@contextlib.contextmanager
+def checkout(revision: str) -> Iterator[Path]:
+    """The repository at `revision` in a detached worktree of its own, removed on exit, an
+    exception or Ctrl-C included. Nothing is written to the repository but the worktree."""
+    path = Path(tempfile.mkdtemp(prefix="reasonflow-before-"))
+    try:
+        added = _git("worktree", "add", "--detach", str(path), revision)
+        if added.returncode:
+            raise RuntimeError(f"git worktree add {revision}: {added.stderr.strip()}")
+        yield path
+    finally:
+        # Twice forced: `add` locks the worktree until it is done, so one interrupted half-way
+        # needs it. The directory may be left when `add` never registered it.
+        _git("worktree", "remove", "--force", "--force", str(path))
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class EarlierRevision:
+    """The project at an earlier commit, served exactly as ours is (`ours@REV`): its own
+    checkout, publishers and manage.py, and a database its own migrations made, since the
+    schema may differ from this revision's. Holds copies of the run's users, so one token
+    opens a socket on either revision."""
+
+    def __init__(self, revision: str) -> None:
+        self.revision = revision
+        self.db = ThrowawayDatabase(suffix="_before")
+        self.root: Path | None = None
+        self.commit = ""
+        self._cleanup = contextlib.ExitStack()
+
+    def setup(self, env: dict[str, str]) -> "EarlierRevision":
+        resolved = _git("rev-parse", "--verify", f"{self.revision}^{{commit}}")
+        if resolved.returncode:
+            raise RuntimeError(f"no such revision: {self.revision}")
+        self.commit = resolved.stdout.strip()
+        self.root = self._cleanup.enter_context(checkout(self.commit))
+        self._cleanup.callback(self.db.drop)
+        self.db.create()
+        migrated = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--no-input", "--verbosity", "0"],
+            cwd=self.root,
+            env={**env, "DATABASE_URL": self.db.url},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if migrated.returncode:
+            raise RuntimeError(f"migrate at {self.revision}:\n{migrated.stderr[-3000:]}")
+        return self
+
+    def copy_users(self, source_url: str, table: str) -> None:
+        """Copy every row of the users table from `source_url`, in the columns this
+        revision's table has (ids, password hashes and token versions included)."""
+        with psycopg.connect(source_url) as source, psycopg.connect(self.db.url) as target:
+            columns = [
+                name
+                for (name,) in target.execute(
+                    "SELECT column_name FROM information_schema.columns"
+                    " WHERE table_name = %s ORDER BY ordinal_position",
+                    [table],
+                )
+            ]
+            listed = ", ".join(f'"{name}"' for name in columns)
+            with (
+                source.cursor().copy(f'COPY "{table}" ({listed}) TO STDOUT') as rows,
+                target.cursor().copy(f'COPY "{table}" ({listed}) FROM STDIN') as into,
+            ):
+                for chunk in rows:
+                    into.write(chunk)
+
+    def close(self) -> None:
+        self._cleanup.close()
+
+
 # --- /proc and Redis readings --------------------------------------------------------------
 
 
@@ -176,15 +263,16 @@ def _child_setup(cpu: int | None):
 class ServerProcess:
     """One server under test, started in its own session on 127.0.0.1, pinned to SERVER_CPU.
 
-    `kind` is "ours" (`manage.py serve`, exactly as in production), "stock" (bench/stock.py)
-    or "floor" (bench/floor.py).
+    `kind` is "ours" (`manage.py serve`, exactly as in production), "ours@REV" (the same, in
+    the checkout of an earlier revision at `root`), "stock" (bench/stock.py) or "floor"
+    (bench/floor.py).
     """
 
     def __init__(self, kind: str, env: dict[str, str], log_dir: Path, root: Path = ROOT) -> None:
         self.kind = kind
-        self.root = root  # the checkout it runs from (`baseline`: another one, e.g. main's)
         self.port = free_port()
         self.env = env
+        self.root = root
         self.log_path = log_dir / f"{kind}-{self.port}.log"
         self.process: subprocess.Popen | None = None
 
@@ -199,7 +287,7 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         port = ["--host", "127.0.0.1", "--port", str(self.port)]
-        if self.kind in ("ours", "baseline"):
+        if self.kind.partition("@")[0] == "ours":
             return [sys.executable, "manage.py", "serve", "--no-demo", *port]
         return [sys.executable, "-m", f"bench.{self.kind}", *port]
 

@@ -1,5 +1,5 @@
-"""The figures of a run: the headline numbers per scenario and target, the ratios against the
-stock consumer and the floor, the table on stdout and the JSON file."""
+"""The figures of a run: the headline numbers per scenario and target, the ratios against an
+earlier revision, the stock consumer and the floor, the table on stdout and the JSON file."""
 
 import json
 import math
@@ -53,12 +53,13 @@ def _ratio(a, b) -> float | None:
 
 
 def ratios(scenario: str, results: dict) -> dict:
-    """ours / stock and ours / floor for CPU per event, p99 and RSS per socket."""
-    if "ours" not in results:
+    """ours / each other target (ours@REV, stock, floor) for CPU per event, p99 and RSS per
+    socket."""
+    if scenario == "publish_cost" or "ours" not in results:
         return {}
     out = {}
-    for other in ("stock", "floor"):
-        if other not in results:
+    for other in results:
+        if other == "ours":
             continue
         ours_step = other_step = None
         if scenario in ("throughput", "mixed"):
@@ -206,10 +207,13 @@ def render(report: dict) -> str:
         f"{report['options']['publishers']} publisher process(es), batch "
         f"{report['options']['batch']}, publishers on CPU {report['options']['publisher_cpu']}"
     ]
+    if report.get("before"):
+        out.append(f"ours@{report['options']['before']} is commit {report['before']['commit']}")
     for scenario, results in report["scenarios"].items():
         out.append(f"\n== {scenario} ==")
         if scenario == "publish_cost":
-            out.append(results.get("output", "").rstrip())
+            for kind, result in results.items():
+                out.append(f"{kind}:\n{result['output'].rstrip()}")
             continue
         if scenario == "rest":
             out.append(rest.render(results))

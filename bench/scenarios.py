@@ -1,9 +1,10 @@
 """The scenarios (connections, throughput, fanout, mixed) and the targets they run against.
 
-A run owns a throwaway PostgreSQL database and a private Redis. Each (scenario, target) pair
-gets a fresh server process pinned to SERVER_CPU and fresh publisher processes pinned to
-LOAD_CPU, next to this process (the load generator). Django is set up here only to create the
-users and mint their tokens, on the same DATABASE_URL as the server.
+A run owns a throwaway PostgreSQL database and a private Redis (and, with --before, the checkout
+and database of an earlier revision). Each (scenario, target) pair gets a fresh server process
+pinned to SERVER_CPU and fresh publisher processes pinned to LOAD_CPU, next to this process (the
+load generator). Django is set up here only to create the users and mint their tokens, on the
+same DATABASE_URL as the server.
 """
 
 import asyncio
@@ -23,6 +24,7 @@ from bench import loadgen, rest
 from bench.infra import (
     LOAD_CPU,
     ROOT,
+    EarlierRevision,
     ServerProcess,
     ThrowawayDatabase,
     private_redis,
@@ -35,6 +37,9 @@ P99_LIMIT_MS = 50.0
 SCENARIOS = ("connections", "throughput", "fanout", "mixed", "rest")
 FLOOR_SKIPS = {"mixed", "rest"}  # the floor has no REST API
 STOCK_SKIPS = {"rest"}  # the stock consumer serves the same Django REST API as ours
+# `rest` writes its rows with this checkout's ORM into the run's database; an earlier revision
+# (--before) serves a database of its own.
+BEFORE_SKIPS = {"rest"}
 
 
 @dataclass
@@ -50,9 +55,6 @@ class Options:
     http_concurrency: int = 8
     rest_requests: int = 1000
     rest_rate: float = 100.0
-    # Another checkout of the project (say, main's) served as `baseline` before ours, from
-    # the same database, Redis and users: before/after figures from one run.
-    baseline_root: str = ""
     concurrency: int = 500
     publishers: int = 2
     batch: int = 1
@@ -60,11 +62,19 @@ class Options:
     layer: str = "pubsub"
     server_env: dict[str, str] = field(default_factory=dict)
     compare_stock: bool = False
+    before: str | None = None  # a git revision: also run the project as it was there
     drain: float = 5.0
 
+    @property
+    def before_kind(self) -> str | None:
+        return f"ours@{self.before}" if self.before else None
+
+    def our_targets(self) -> list[str]:
+        return ["ours", self.before_kind] if self.before else ["ours"]
+
     def targets(self) -> list[str]:
-        baseline = ["baseline"] if self.baseline_root else []
-        return [*baseline, "ours", *(["stock", "floor"] if self.compare_stock else [])]
+        theirs = ["stock", "floor"] if self.compare_stock else []
+        return [*self.our_targets(), *theirs]
 
 
 # --- the run's resources -------------------------------------------------------------------
@@ -81,6 +91,7 @@ class Bench:
         self.env: dict[str, str] = {}
         self._users: list[tuple[str, str]] = []
         self._special: dict[str, tuple[str, str]] = {}
+        self.before = EarlierRevision(options.before) if options.before else None
 
     def setup(self) -> "Bench":
         self.db.create()
@@ -103,9 +114,13 @@ class Bench:
             EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend",
         )
         setup_django(self.env)
+        if self.before is not None:
+            self.before.setup(self.server_env(self.options.before_kind))
         return self
 
     def close(self) -> None:
+        if self.before is not None:
+            self.before.close()
         from django.db import connections
 
         connections.close_all()
@@ -156,23 +171,36 @@ class Bench:
             self.special("fanout")
         if "mixed" in scenarios:
             self.special("staff", is_staff=True)
+        if self.before is not None:
+            from reasonflow.users.models import User
+
+            self.before.copy_users(self.db.url, User._meta.db_table)
 
     def server_env(self, kind: str) -> dict[str, str]:
         env = {**os.environ, **self.env}
-        if kind in ("ours", "baseline"):
+        if kind in self.options.our_targets():
             env.update(self.options.server_env)
+        if kind == self.options.before_kind:
+            env["DATABASE_URL"] = self.before.db.url
         return env
+
+    def root(self, kind: str) -> Path:
+        """Where a target's server and publishers run from: an earlier revision's checkout,
+        or this one."""
+        return self.before.root if kind == self.options.before_kind else ROOT
 
 
 # --- a target: one server process and its publishers -------------------------------------
 
 
 class PublisherProcess:
-    def __init__(self, mode: str, env: dict[str, str], workdir: Path, index: int, cpu: int) -> None:
+    def __init__(
+        self, mode: str, env: dict[str, str], workdir: Path, index: int, cpu: int, root: Path
+    ) -> None:
         self.out = workdir / f"publisher-{os.getpid()}-{index}.json"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.publisher", "--mode", mode, "--cpu", str(cpu)],
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -215,7 +243,8 @@ class PublisherProcess:
 
 
 class Target:
-    """The server under test (`ours`, `stock` or `floor`) with the publishers that feed it."""
+    """The server under test (`ours`, `ours@REV`, `stock` or `floor`) with the publishers that
+    feed it, both from the same revision."""
 
     def __init__(self, bench: Bench, kind: str) -> None:
         self.bench = bench
@@ -226,14 +255,15 @@ class Target:
     async def __aenter__(self) -> "Target":
         self.bench.flush_redis()
         env = self.bench.server_env(self.kind)
+        root = self.bench.root(self.kind)
         mode = "floor" if self.kind == "floor" else "publish"
         count = max(1, self.bench.options.publishers)
         cpu = LOAD_CPU if self.bench.options.publisher_cpu == "load" else -1
         self.publishers = [
-            PublisherProcess(mode, env, self.bench.workdir, index, cpu) for index in range(count)
+            PublisherProcess(mode, env, self.bench.workdir, index, cpu, root)
+            for index in range(count)
         ]
-        root = Path(self.bench.options.baseline_root) if self.kind == "baseline" else ROOT
-        self.server = ServerProcess(self.kind, env, self.bench.workdir, root=root)
+        self.server = ServerProcess(self.kind, env, self.bench.workdir, root)
         await asyncio.to_thread(self.server.start)
         for publisher in self.publishers:
             await asyncio.to_thread(publisher.wait_ready)
@@ -582,8 +612,10 @@ async def run_scenario(bench: Bench, scenario: str, progress) -> dict:
     """Run one scenario against every target of the options, one server at a time."""
     results = {}
     for kind in bench.options.targets():
-        if (kind == "floor" and scenario in FLOOR_SKIPS) or (
-            kind == "stock" and scenario in STOCK_SKIPS
+        if (
+            (kind == "floor" and scenario in FLOOR_SKIPS)
+            or (kind == "stock" and scenario in STOCK_SKIPS)
+            or (kind == bench.options.before_kind and scenario in BEFORE_SKIPS)
         ):
             continue
         progress(f"{scenario}: {kind} ...")

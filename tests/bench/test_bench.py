@@ -1,9 +1,14 @@
 """The benchmark works: every scenario, tiny, against real servers (ours, the stock consumer
-and the floor), and its report's numbers are sane. Proves the harness, not the performance."""
+and the floor, an earlier revision with --before), and its report's numbers are sane. Proves
+the harness, not the performance."""
 
 import json
+import re
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -136,3 +141,77 @@ def test_the_abuse_measurements_run_and_show_the_limits_holding():
     flood = results["pending-flood"]
     assert flood["flood_open"] == 50 and flood["flood_refused_403"] == 1150
     assert flood["other_address_got"] == "connected"
+
+
+def git_knows(revision: str) -> bool:
+    done = subprocess.run(
+        ["git", "cat-file", "-e", f"{revision}^{{commit}}"], cwd=ROOT, timeout=10, check=False
+    )
+    return done.returncode == 0
+
+
+def database_exists(name: str) -> bool:
+    with psycopg.connect(f"{POSTGRES_ADMIN_URL}/postgres", connect_timeout=5) as conn:
+        query = "SELECT 1 FROM pg_database WHERE datname = %s"
+        return conn.execute(query, [name]).fetchone() is not None
+
+
+def assert_left_nothing(worktree: str, database: str) -> None:
+    listed = subprocess.run(
+        ["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, timeout=10
+    )
+    assert worktree not in listed.stdout
+    assert not Path(worktree).exists()
+    assert not database_exists(database)
+
+
+# The revision before issue 14's redesign: its Event table still has `sequence`, not
+# `event_id`, so its server and publishers only work on a database of its own.
+EARLIER = "e417e06"
+
+
+def test_before_runs_an_earlier_revision_beside_ours_and_removes_its_worktree(tmp_path):
+    if not postgres_answers():
+        pytest.skip(f"the benchmark needs PostgreSQL at {POSTGRES_ADMIN_URL}")
+    if not git_knows(EARLIER):
+        pytest.skip(f"{EARLIER} is not in this clone's history")
+    path = tmp_path / "report.json"
+    command = [sys.executable, "-m", "bench", "connections", "--before", EARLIER]
+    command += ["--users", "10", "--connections", "20", "--concurrency", "10"]
+    command += ["--json", str(path)]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(path.read_text())
+    earlier = f"ours@{EARLIER}"
+    results = report["scenarios"]["connections"]
+    assert list(results) == ["ours", earlier]
+    for result in results.values():
+        assert_all_sockets_opened(result, 20)
+        assert_step_delivered_everything(result["check"])
+    assert set(report["ratios"]["connections"]) == {f"ours/{earlier}"}
+    assert report["before"]["commit"].startswith(EARLIER)
+    assert f"ours/{earlier} at 2000/s" in done.stdout
+    assert_left_nothing(report["before"]["worktree"], report["before"]["database"])
+
+
+def test_before_removes_its_worktree_and_database_on_ctrl_c():
+    if not postgres_answers():
+        pytest.skip(f"the benchmark needs PostgreSQL at {POSTGRES_ADMIN_URL}")
+    command = [sys.executable, "-m", "bench", "throughput", "--before", "HEAD", "--no-json"]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        # "[hh:mm:ss] ours@HEAD: commit <sha> in <worktree>, database <name>"
+        started = re.compile(r"ours@HEAD: commit \w+ in (\S+), database (\w+)")
+        deadline = time.monotonic() + 120
+        while not (found := started.search(line := process.stderr.readline())):
+            assert line and time.monotonic() < deadline, "the earlier revision never started"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 130
+    finally:
+        process.kill()
+        process.wait()
+    assert_left_nothing(found[1], found[2])
