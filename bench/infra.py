@@ -105,7 +105,7 @@ class ThrowawayDatabase:
 
 def production_environment(*, database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     """The environment every process of a run shares: production settings (DEBUG off, a fresh
-    signing key, quiet logs) on the run's database and Redis."""
+    signing key, production's logging) on the run's database and Redis."""
     return {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
@@ -113,7 +113,10 @@ def production_environment(*, database_url: str, redis_url: str, **extra: str) -
         # Production runs without DEBUG (which would also keep every SQL query in memory).
         "DEBUG": "0",
         "SECRET_KEY": secrets.token_urlsafe(64),
-        "LOG_LEVEL": "WARNING",
+        # As production logs (.env.example): INFO, one JSON object per line; every server
+        # under test logs the same way.
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": "json",
         "PYTHONUNBUFFERED": "1",
         **extra,
     }

@@ -205,7 +205,9 @@ def render(report: dict) -> str:
         f"ReasonFlow Notify benchmark — {report['started']} — {report['machine']['cpus']} CPUs "
         f"({report['machine']['cpu_model']}), layer {report['options']['layer']}, "
         f"{report['options']['publishers']} publisher process(es), batch "
-        f"{report['options']['batch']}, publishers on CPU {report['options']['publisher_cpu']}"
+        f"{report['options']['batch']}, publishers on CPU {report['options']['publisher_cpu']}",
+        "every server (ours, stock): GC frozen after start-up with serve's thresholds, "
+        "logs at INFO as JSON (production's)",
     ]
     if report.get("before"):
         out.append(f"ours@{report['options']['before']} is commit {report['before']['commit']}")

@@ -35,7 +35,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 from django.urls import re_path  # noqa: E402
 from rest_framework_simplejwt.authentication import JWTAuthentication  # noqa: E402
 
-from notifications.realtime.server import server_config  # noqa: E402
+from notifications.realtime.server import server_config, tune_garbage_collector  # noqa: E402
 
 _authentication = JWTAuthentication()
 
@@ -89,6 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     config = server_config(host=args.host, port=args.port)
     config.app = application  # same uvicorn options as production, stock consumer
+    tune_garbage_collector()  # and the same GC settings as `serve`
     uvicorn.Server(config).run()
 
 
