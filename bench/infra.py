@@ -247,6 +247,33 @@ def redis_cpu(url: str) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+def postgres_cpu() -> float | None:
+    """Seconds of CPU every PostgreSQL process on this machine has used, backends that have
+    exited included (they are in the postmaster's reaped-children times); None when no
+    PostgreSQL runs here. The benchmark runs alone: every query on the machine counts."""
+    processes = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                raw = stat.read()
+        except OSError:
+            continue  # gone meanwhile
+        if raw[raw.index(b"(") + 1 : raw.rindex(b")")] != b"postgres":
+            continue
+        fields = raw.rsplit(b")", 1)[1].split()
+        processes[int(entry.name)] = (int(fields[1]), [int(value) for value in fields[11:15]])
+    if not processes:
+        return None
+    ticks = 0
+    for parent, (utime, stime, children_utime, children_stime) in processes.values():
+        ticks += utime + stime
+        if parent not in processes:  # a postmaster: its backends' times once they exit
+            ticks += children_utime + children_stime
+    return ticks / CLOCK_TICKS
+
+
 def private_redis() -> RedisServer:
     """A redis-server of our own on a free port, so nothing else on the machine loads it."""
     return RedisServer().start()

@@ -146,6 +146,8 @@ def _step_row(kind: str, step: dict) -> list[str]:
         _fmt(step["server_cpu_util"], 2),
         _fmt(step["server_rss_mib"]),
         _fmt(step["redis_cpu_us_per_published"], 0),
+        _fmt(step.get("postgres_cpu_us_per_published"), 0),
+        _fmt(step.get("system_cpu_us_per_event"), 0),
         _fmt(step.get("load_cpu_util"), 2),
     ]
 
@@ -167,6 +169,8 @@ STEP_HEADER = [
     "cpu",
     "rssMiB",
     "redisµs/ev",
+    "pgµs/ev",
+    "sysµs/ev",
     "load",
 ]
 
@@ -223,7 +227,7 @@ def render(report: dict) -> str:
         out.append(_open_rows(results))
         if scenario == "fanout":
             header = ["target", "delivered", "last p50ms", "last p99ms", "last max", "first p50"]
-            header += ["cpuµs/deliv", "redisµs/ev"]
+            header += ["cpuµs/deliv", "redisµs/ev", "sysµs/ev"]
             rows = [
                 [
                     kind,
@@ -234,6 +238,7 @@ def render(report: dict) -> str:
                     _fmt(r["first_socket_ms_median"]),
                     _fmt(r["server_cpu_us_per_delivered"]),
                     _fmt(r["redis_cpu_us_per_published"], 0),
+                    _fmt(r.get("system_cpu_us_per_event"), 0),
                 ]
                 for kind, r in results.items()
             ]
@@ -253,7 +258,8 @@ def render(report: dict) -> str:
                     )
                 if scenario == "mixed":
                     http = ", ".join(
-                        f"{s['rate']}/s: p50 {s['http_ms']['p50']} ms p99 {s['http_ms']['p99']} ms"
+                        f"{s['rate']}/s asked, {s['request_rate']}/s served: "
+                        f"p50 {s['http_ms']['p50']} ms p99 {s['http_ms']['p99']} ms from due"
                         f" ({s['http_errors']} errors)"
                         for s in r["steps"]
                     )

@@ -27,6 +27,7 @@ from bench.infra import (
     EarlierRevision,
     ServerProcess,
     ThrowawayDatabase,
+    postgres_cpu,
     private_redis,
     production_environment,
     redis_cpu,
@@ -303,7 +304,8 @@ class Target:
 
 
 class Meter:
-    """Server CPU/RSS (from /proc) and Redis CPU (INFO) between start() and stop()."""
+    """Server CPU/RSS (from /proc), Redis CPU (INFO) and PostgreSQL's CPU (every process, from
+    /proc) between start() and stop()."""
 
     def __init__(self, target: Target) -> None:
         self.target = target
@@ -311,12 +313,18 @@ class Meter:
     def start(self) -> "Meter":
         self.server = self.target.server.sample()
         self.redis = redis_cpu(self.target.bench.redis.url)
+        self.postgres = postgres_cpu()
         return self
 
-    def stop(self, *, delivered: int, published: int) -> dict:
+    def stop(self, *, delivered: int, published: int, publisher_cpu: float = 0.0) -> dict:
+        """The step's figures; `publisher_cpu` (seconds) is what producing the events cost
+        outside the server (publisher processes), for the whole-system figure."""
         server = self.target.server.sample()
         redis_used = redis_cpu(self.target.bench.redis.url) - self.redis
+        postgres = postgres_cpu()
+        postgres_used = None if postgres is None else postgres - self.postgres
         cpu = server.cpu - self.server.cpu
+        system = cpu + publisher_cpu + redis_used + (postgres_used or 0.0)
         wall = server.at - self.server.at
         return {
             "server_cpu_s": round(cpu, 3),
@@ -326,6 +334,13 @@ class Meter:
             "redis_cpu_us_per_published": (
                 round(redis_used / published * 1e6, 1) if published else None
             ),
+            "postgres_cpu_us_per_published": (
+                round(postgres_used / published * 1e6, 1)
+                if published and postgres_used is not None
+                else None
+            ),
+            # What one event cost the whole system: server, publishers, Redis and PostgreSQL.
+            "system_cpu_us_per_event": (round(system / published * 1e6, 1) if published else None),
         }
 
 
@@ -350,7 +365,9 @@ async def publish_step(
     step = {"rate": rate, **delivery.summary()}
     step["publish_rate"] = round(count / published["elapsed"], 1) if published["elapsed"] else 0
     step["publisher_cpu_us_per_event"] = round(published["cpu"] / count * 1e6, 1)
-    step.update(meter.stop(delivered=delivery.delivered, published=count))
+    step.update(
+        meter.stop(delivered=delivery.delivered, published=count, publisher_cpu=published["cpu"])
+    )
     # The load side's core (this process and the publishers): near 1.0, the numbers above
     # measure the load generator, not the server.
     now = os.times()
@@ -464,10 +481,11 @@ async def fanout(target: Target) -> dict:
             await target.publish([user], rate=1000, count=1)
             await loadgen.wait_for_deliveries(sockets, len(sockets), options.drain)
         meter = Meter(target).start()
-        delivered = 0
+        delivered, publisher_cpu = 0, 0.0
         for _ in range(options.fanout_repeats):
             loadgen.reset(sockets)
             published = await target.publish([user], rate=1000, count=1)
+            publisher_cpu += published["cpu"]
             await loadgen.wait_for_deliveries(sockets, len(sockets), options.drain)
             delivery = loadgen.tally(sockets, published["records"])
             delivered += delivery.delivered
@@ -476,7 +494,9 @@ async def fanout(target: Target) -> dict:
                 last.append(max(delivery.latencies) * 1000)
                 first.append(min(delivery.latencies) * 1000)
             await asyncio.sleep(0.05)
-        usage = meter.stop(delivered=delivered, published=options.fanout_repeats)
+        usage = meter.stop(
+            delivered=delivered, published=options.fanout_repeats, publisher_cpu=publisher_cpu
+        )
     finally:
         loadgen.close_sockets(sockets)
     return {
@@ -551,15 +571,17 @@ async def mixed(target: Target) -> dict:
 async def _mixed_step(target, sockets, users, clients, staff_token, rate, options) -> dict:
     loadgen.reset(sockets)
     count = max(1, int(rate * options.duration))
-    queue: asyncio.Queue[int] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
     records, http_ms, errors = [], [], 0
     meter = Meter(target).start()
 
     async def worker(client: HttpClient) -> None:
         nonlocal errors
-        while (index := await queue.get()) >= 0:
+        # Timed from when each request was due, not from when a client got to it: a server
+        # that falls behind shows in the latencies instead of slowing the load down.
+        while (item := await queue.get())[0] >= 0:
+            index, due = item
             user = users[index % len(users)][0]
-            started = time.time()
             try:
                 status, body = await client.post_json(
                     "/api/v1/notifications/test", staff_token, {"user": user, "type": "draft_ready"}
@@ -569,27 +591,28 @@ async def _mixed_step(target, sockets, users, clients, staff_token, rate, option
                 client.writer = None
                 errors += 1
                 continue
-            http_ms.append((time.time() - started) * 1000)
+            http_ms.append((time.time() - due) * 1000)
             if status == 201:
-                records.append((user, body["event"]["id"], started))
+                records.append((user, body["event"]["id"], due))
             else:
                 errors += 1
 
     workers = [asyncio.create_task(worker(client)) for client in clients]
-    began = time.perf_counter()
+    began, began_wall = time.perf_counter(), time.time()
     for index in range(count):
         delay = began + index / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        queue.put_nowait(index)
+        queue.put_nowait((index, began_wall + index / rate))
     for _ in workers:
-        queue.put_nowait(-1)
+        queue.put_nowait((-1, 0.0))
     await asyncio.gather(*workers)
     elapsed = time.perf_counter() - began
     await loadgen.wait_for_deliveries(sockets, len(records), options.drain)
     delivery = loadgen.tally(sockets, records)
     step = {"rate": rate, **delivery.summary()}
-    step["request_rate"] = round(len(http_ms) / elapsed, 1)
+    step["requested_rate"] = rate
+    step["request_rate"] = round(len(http_ms) / elapsed, 1)  # what was actually served
     step["http_errors"] = errors
     step["http_ms"] = {
         "p50": round(loadgen.percentile(http_ms, 0.5), 2),

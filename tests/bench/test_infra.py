@@ -1,10 +1,13 @@
-"""bench.infra.checkout: an earlier revision in a worktree of its own, gone afterwards."""
+"""bench.infra: checkout (an earlier revision in a worktree of its own, gone afterwards) and
+postgres_cpu (what PostgreSQL spent, exited backends included)."""
 
 import subprocess
+import time
 
+import psycopg
 import pytest
 
-from bench.infra import ROOT, checkout
+from bench.infra import ROOT, checkout, postgres_cpu
 
 
 def git(*args: str, cwd=ROOT) -> str:
@@ -39,3 +42,17 @@ def test_an_unknown_revision_is_an_error_that_leaves_no_worktree():
     with pytest.raises(RuntimeError, match="no-such-revision"), checkout("no-such-revision"):
         pass
     assert worktrees() == before
+
+
+def test_postgres_cpu_counts_a_backend_that_has_exited():
+    before = postgres_cpu()
+    if before is None:
+        pytest.skip("no PostgreSQL process on this machine")
+    # One connection that burns CPU in its backend, then goes away: its time must still count.
+    url = "postgresql://postgres@127.0.0.1:5432/postgres"
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        conn.execute("SELECT count(*) FROM generate_series(1, 3000000)")
+    deadline = time.monotonic() + 5  # the postmaster reaps the exited backend soon after
+    while (used := postgres_cpu() - before) < 0.05 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert used >= 0.05, used
