@@ -199,6 +199,7 @@ class PublisherProcess:
         self, mode: str, env: dict[str, str], workdir: Path, index: int, cpu: int, root: Path
     ) -> None:
         self.out = workdir / f"publisher-{os.getpid()}-{index}.json"
+        self.index = index
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.publisher", "--mode", mode, "--cpu", str(cpu)],
             cwd=root,
@@ -221,6 +222,7 @@ class PublisherProcess:
             "rate": rate,
             "count": count,
             "batch": batch,
+            "seed": self.index,
             "out": str(self.out),
         }
         self.process.stdin.write(json.dumps(command) + "\n")
@@ -277,10 +279,16 @@ class Target:
             await asyncio.to_thread(self.server.stop)
 
     async def publish(self, users: list[str], rate: float, count: int) -> dict:
-        """Publish `count` events over `users` at `rate`/s in all, users split among the
-        publishers (one user's events always come from one publisher, in order)."""
+        """Publish `count` events over `users` at `rate`/s in all. Each publisher draws its
+        users at random from all of them, so producers overlap as in production (and several
+        write to one user's counter at once). The floor numbers events per publisher and an
+        earlier revision may deadlock on overlap (the reason for the before-commit numbering),
+        so they split the users instead."""
         active = self.publishers[: max(1, min(len(self.publishers), len(users)))]
-        shares = [users[index :: len(active)] for index in range(len(active))]
+        if self.kind in ("floor", self.bench.options.before_kind):
+            shares = [users[index :: len(active)] for index in range(len(active))]
+        else:
+            shares = [users] * len(active)
         counts = [
             count // len(active) + (1 if index < count % len(active) else 0)
             for index in range(len(active))
