@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+from django.conf import settings
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -10,6 +11,21 @@ from reasonflow.users.throttles import refusals
 from tests.support.redis import shared_redis_url
 
 PASSWORD = "correct-horse-battery-staple-42"
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """The test process itself connects without the connection pool.
+
+    Its threads (the test's, asgiref's, the realtime executor's) keep their connections for
+    the session, the way tests have always run; with a pool those connections stay checked out,
+    and a test that ends PostgreSQL backends would hand later tests dead ones. The servers the
+    tests start (`serve` in a process of its own) use the pool as production does, and
+    tests/notifications/realtime/test_server.py tests it there.
+    """
+    database = settings.DATABASES["default"]
+    if database.get("OPTIONS", {}).pop("pool", None) is not None:
+        database["CONN_MAX_AGE"] = settings.DATABASE_CONN_MAX_AGE
 
 
 @pytest.fixture(autouse=True)

@@ -1,47 +1,30 @@
-"""Settings read from the environment: the PostgreSQL connection pool."""
+"""Settings read from the environment: the PostgreSQL connection pool (what a served process
+does with it is in tests/notifications/realtime/test_server.py)."""
 
-import time
+from tests.support.settings import settings_from_environment
 
-import psycopg
-import pytest
-from django.conf import settings
-from django.db import connection
+POSTGRES = "postgres://postgres@127.0.0.1:5432/anything"
 
 
-def test_the_pool_is_on_for_postgresql_by_default():
-    options = settings.DATABASES["default"].get("OPTIONS", {})
-    if connection.vendor != "postgresql":
-        assert "pool" not in options
-        return
-    assert options["pool"]["max_size"] == settings.DATABASE_POOL_MAX_SIZE
-    assert settings.DATABASES["default"]["CONN_MAX_AGE"] == 0
-    assert settings.DATABASES["default"]["CONN_HEALTH_CHECKS"]  # the pool checks before use
+def test_the_pool_is_on_for_postgresql_by_default_and_sized_by_the_environment():
+    loaded = settings_from_environment(
+        DATABASE_URL=POSTGRES, DATABASE_POOL_MIN_SIZE="3", DATABASE_POOL_MAX_SIZE="12"
+    )
+    database = loaded.DATABASES["default"]
+    assert database["OPTIONS"]["pool"] == {"min_size": 3, "max_size": 12, "timeout": 10.0}
+    assert database["CONN_MAX_AGE"] == 0  # closing a connection returns it to the pool
+    assert database["CONN_HEALTH_CHECKS"]  # the pool checks a connection before handing it out
 
 
-def _backend_pid() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return cursor.fetchone()[0]
+def test_the_pool_can_be_turned_off_for_persistent_connections():
+    loaded = settings_from_environment(
+        DATABASE_URL=POSTGRES, DATABASE_POOL="false", DATABASE_CONN_MAX_AGE="30"
+    )
+    database = loaded.DATABASES["default"]
+    assert "pool" not in database.get("OPTIONS", {})
+    assert database["CONN_MAX_AGE"] == 30
 
 
-@pytest.mark.django_db(transaction=True)
-def test_pooled_connections_the_database_ended_are_replaced_before_use():
-    # After a database restart every idle connection in the pool is dead; none may reach a
-    # request (a 500) or a socket's read.
-    if connection.vendor != "postgresql":
-        pytest.skip("terminates server connections: PostgreSQL only")
-    pooled = {_backend_pid()}
-    connection.close()  # back to the pool
-    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        while admin.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone()[0]:
-            time.sleep(0.05)
-    for _ in range(settings.DATABASE_POOL_MIN_SIZE + 1):
-        assert _backend_pid() not in pooled
-        connection.close()
+def test_sqlite_has_no_pool():
+    loaded = settings_from_environment(DATABASE_URL="sqlite:////tmp/reasonflow-settings.sqlite3")
+    assert "pool" not in loaded.DATABASES["default"].get("OPTIONS", {})

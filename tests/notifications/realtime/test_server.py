@@ -240,3 +240,21 @@ def test_socket_connects_under_serve_reuse_pooled_connections(pooled_server, use
     sessions_after, open_now = _database_counts()
     assert sessions_after - sessions_before <= 2
     assert open_now <= POOL_MAX
+
+
+@pytest.mark.live
+def test_pooled_connections_the_database_ended_are_replaced_before_a_request_uses_them(
+    pooled_server, user
+):
+    # After a database restart every idle connection in the pool is dead; none may reach a
+    # request (a 500).
+    token = access_token_for(user)
+    _get_emails(pooled_server, token, 10)  # the pool holds connections now
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
+            [SERVER_APPLICATION],
+        )
+        assert cursor.fetchone()[0] >= 1
+    _get_emails(pooled_server, token, 20)  # every one answers 200
