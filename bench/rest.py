@@ -28,7 +28,8 @@ TARGET_P99_MS = 20.0
 
 
 class HttpClient:
-    """One keep-alive HTTP/1.1 connection to our own server (JSON in, JSON out)."""
+    """One keep-alive HTTP/1.1 connection to our own server (JSON in, status and body out);
+    `mixed` uses it too."""
 
     def __init__(self, port: int) -> None:
         self.port = port

@@ -523,38 +523,6 @@ async def fanout(target: Target) -> dict:
     }
 
 
-class HttpClient:
-    """One keep-alive HTTP/1.1 connection (enough for JSON requests to our own server)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.reader = self.writer = None
-
-    async def post_json(self, path: str, token: str, body: dict) -> tuple[int, dict]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        payload = json.dumps(body).encode()
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n"
-        )
-        self.writer.write(head.encode() + payload)
-        status_line = await self.reader.readline()
-        status = int(status_line.split()[1])
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode().partition(":")
-            if name.strip().lower() == "content-length":
-                length = int(value)
-        data = await self.reader.readexactly(length) if length else b""
-        return status, json.loads(data) if data else {}
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 async def mixed(target: Target) -> dict:
     """Staff REST requests (POST notifications/test) publish from inside the server while
     the sockets receive: the request thread's publish_event, its commit and the send."""
@@ -562,7 +530,7 @@ async def mixed(target: Target) -> dict:
     users = target.bench.users(options.mixed_users)
     _, staff_token = target.bench.special("staff", is_staff=True)
     sockets, opened = await open_measured(target, users)
-    clients = [HttpClient(target.server.port) for _ in range(options.http_concurrency)]
+    clients = [rest.HttpClient(target.server.port) for _ in range(options.http_concurrency)]
     steps = []
     try:
         for rate in options.mixed_rates:
@@ -583,7 +551,7 @@ async def _mixed_step(target, sockets, users, clients, staff_token, rate, option
     records, http_ms, errors = [], [], 0
     meter = Meter(target).start()
 
-    async def worker(client: HttpClient) -> None:
+    async def worker(client: rest.HttpClient) -> None:
         nonlocal errors
         # Timed from when each request was due, not from when a client got to it: a server
         # that falls behind shows in the latencies instead of slowing the load down.
@@ -591,17 +559,19 @@ async def _mixed_step(target, sockets, users, clients, staff_token, rate, option
             index, due = item
             user = users[index % len(users)][0]
             try:
-                status, body = await client.post_json(
-                    "/api/v1/notifications/test", staff_token, {"user": user, "type": "draft_ready"}
+                status, raw = await client.request(
+                    "POST",
+                    "/api/v1/notifications/test",
+                    staff_token,
+                    {"user": user, "type": "draft_ready"},
                 )
             except (OSError, ValueError, asyncio.IncompleteReadError):
                 client.close()
-                client.writer = None
                 errors += 1
                 continue
             http_ms.append((time.time() - due) * 1000)
             if status == 201:
-                records.append((user, body["event"]["id"], due))
+                records.append((user, json.loads(raw)["event"]["id"], due))
             else:
                 errors += 1
 
