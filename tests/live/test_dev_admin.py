@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 from websockets.sync.client import connect
 
-from tests.support.browser import launch_chromium
+from tests.support.browser import launch_chromium, record_failed_responses
 from tests.support.demo_server import DEMO_EMAIL, DEMO_PASSWORD, api
 from tests.support.live import LiveServer
 
@@ -43,12 +43,7 @@ def page():
         context.set_default_timeout(TIMEOUT_MS)
         page = context.new_page()
         failures: list[str] = []
-        page.on(
-            "response",
-            lambda response: (
-                response.status >= 400 and failures.append(f"{response.status} {response.url}")
-            ),
-        )
+        record_failed_responses(page, failures)
         page.on("pageerror", lambda error: failures.append(f"error: {error}"))
         yield page
         browser.close()

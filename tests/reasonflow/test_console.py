@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.support.browser import launch_chromium
+from tests.support.browser import launch_chromium, record_failed_responses
 from tests.support.demo_server import DEMO_EMAIL, DEMO_PASSWORD, DemoServer, api
 
 pytestmark = pytest.mark.live
@@ -204,12 +204,16 @@ def test_reject_a_draft_moves_the_drafts_badge_down(page, server):
     expect(page.locator("#badge-drafts")).to_have_attribute("data-count", "0")
 
 
-def test_a_batch_job_shows_a_progress_bar_that_ends_on_batch_complete(page, server):
-    email, password = new_demo_user(server)
-    log_in(page, server, email, password)
+def sync_then_start_a_batch(page) -> None:
     page.click("[data-action=sync]")
     expect(page.locator("#action-status")).to_contain_text("Sync stored")
     page.click("[data-action=batch]")
+
+
+def test_a_batch_job_shows_a_progress_bar_that_ends_on_batch_complete(page, server):
+    email, password = new_demo_user(server)
+    log_in(page, server, email, password)
+    sync_then_start_a_batch(page)
     job = page.locator("#jobs li[data-job-id]").first
     expect(job).to_have_attribute("data-final", "completed")
     expect(job.locator(".progress")).to_have_attribute("aria-valuenow", "100")
@@ -275,9 +279,7 @@ def feed_ids_in_order(page) -> list[int]:
 def test_a_reload_shows_the_stored_history_with_its_jobs_and_no_toast(page, server):
     email, password = new_demo_user(server)
     log_in(page, server, email, password)
-    page.click("[data-action=sync]")
-    expect(page.locator("#action-status")).to_contain_text("Sync stored")
-    page.click("[data-action=batch]")
+    sync_then_start_a_batch(page)
     expect(page.locator("#jobs li[data-job-id]").first).to_have_attribute("data-final", "completed")
     expect(page.locator("#feed li[data-type=batch_complete]")).to_have_count(1)
     shown = feed_ids_in_order(page)
@@ -394,12 +396,7 @@ def test_toasts_never_cover_the_feed(browser, server, viewport):
 
 def test_the_favicon_is_served_and_no_request_fails(page, server):
     failures: list[str] = []
-    page.on(
-        "response",
-        lambda response: (
-            response.status >= 400 and failures.append(f"{response.status} {response.url}")
-        ),
-    )
+    record_failed_responses(page, failures)
     page.on("requestfailed", lambda request: failures.append(f"failed {request.url}"))
     page.on(
         "console",

