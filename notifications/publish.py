@@ -28,7 +28,9 @@ REVOKE_TYPE = "notification.revoke"
 
 def user_group_name(user_id: uuid.UUID | str) -> str:
     """The channel-layer group every connection of this user joins."""
-    return f"events.{uuid.UUID(str(user_id))}"
+    if not isinstance(user_id, uuid.UUID):
+        user_id = uuid.UUID(str(user_id))
+    return f"events.{user_id}"
 
 
 def publish_event(
@@ -108,7 +110,7 @@ class _PendingEvent:
             ),
             "published_at": self.published_at,
         }
-        deliver(f"events.{event.user_id}", message)
+        deliver(user_group_name(event.user_id), message)
 
 
 def revoke_connections(*, user_id: uuid.UUID | str) -> None:
