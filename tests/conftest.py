@@ -13,6 +13,19 @@ from tests.support.redis import shared_redis_url
 PASSWORD = "correct-horse-battery-staple-42"
 
 
+def pytest_collection_modifyitems(items):
+    """The longest tests first: load tests, then those that start servers, then the rest. Under
+    xdist (`make test`) the workers then finish together instead of one starting a minute-long
+    test at the end while the others idle."""
+    items.sort(key=_duration_class)
+
+
+def _duration_class(item) -> int:
+    if item.get_closest_marker("load"):
+        return 0
+    return 1 if item.get_closest_marker("live") else 2
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     """The test process itself connects without the connection pool.

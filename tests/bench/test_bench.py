@@ -26,6 +26,10 @@ def postgres_answers() -> bool:
     return True
 
 
+# The tests of one benchmark run share it: under xdist they go to one worker, which runs it once.
+shares_the_run = pytest.mark.xdist_group("bench-report")
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     if not postgres_answers():
@@ -65,6 +69,7 @@ def assert_all_sockets_opened(result: dict, count: int) -> None:
     assert opened["rss_after_mib"] > 10
 
 
+@shares_the_run
 def test_connections_opens_every_socket_and_each_gets_its_users_event(report):
     results = report["scenarios"]["connections"]
     assert set(results) == {"ours", "stock", "floor"}
@@ -75,6 +80,7 @@ def test_connections_opens_every_socket_and_each_gets_its_users_event(report):
         assert result["check"]["published"] == 10 and result["check"]["delivered"] == 20
 
 
+@shares_the_run
 def test_throughput_steps_deliver_every_event_once_in_order(report):
     for target, result in report["scenarios"]["throughput"].items():
         assert_all_sockets_opened(result, 10)
@@ -84,6 +90,7 @@ def test_throughput_steps_deliver_every_event_once_in_order(report):
             assert step["published"] == step["delivered"]  # one socket per user
 
 
+@shares_the_run
 def test_fanout_reaches_every_socket_every_time(report):
     for result in report["scenarios"]["fanout"].values():
         assert_all_sockets_opened(result, 20)
@@ -93,6 +100,7 @@ def test_fanout_reaches_every_socket_every_time(report):
         assert 0 < result["first_socket_ms_median"] <= last["median"] <= last["p99"]
 
 
+@shares_the_run
 def test_mixed_rest_requests_publish_to_the_sockets(report):
     results = report["scenarios"]["mixed"]
     assert set(results) == {"ours", "stock"}  # the floor has no REST API
@@ -104,6 +112,7 @@ def test_mixed_rest_requests_publish_to_the_sockets(report):
         assert 0 < step["http_ms"]["p50"] <= step["http_ms"]["p99"]
 
 
+@shares_the_run
 def test_ratios_compare_ours_with_stock_and_floor(report):
     for scenario in ("connections", "throughput", "fanout"):
         ratios = report["ratios"][scenario]
@@ -114,6 +123,7 @@ def test_ratios_compare_ours_with_stock_and_floor(report):
             assert ratio["cpu_per_event"] is None or ratio["cpu_per_event"] > 0
 
 
+@shares_the_run
 def test_every_server_has_a_core_of_its_own(report):
     # A child inherits its parent's affinity: once, every server ran on the load's core.
     if report["machine"]["cpus"] < 2:

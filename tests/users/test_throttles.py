@@ -13,6 +13,7 @@ import pytest
 import redis
 from asgiref.testing import ApplicationCommunicator
 from django.contrib.auth.signals import user_login_failed
+from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import request_started
 from django.db import connection
@@ -157,8 +158,16 @@ def test_ipv6_clients_are_counted_per_64(api_client, settings):
 
 def test_retry_after_says_when_a_login_is_allowed_again(api_client, user, settings):
     settings.THROTTLE_RATE_LOGIN = "1/s"
-    assert login(api_client, user.email, "wrong").status_code == 401
-    response = login(api_client, user.email, PASSWORD)
+    # Both logins must land in one second for the rate to refuse the second: a machine too busy
+    # for that gets another try, with the counts from zero.
+    for _ in range(3):
+        cache.clear()
+        refusals.clear()
+        began = time.monotonic()
+        assert login(api_client, user.email, "wrong").status_code == 401
+        response = login(api_client, user.email, PASSWORD)
+        if time.monotonic() - began < 0.9:
+            break
     assert_throttled(response)
     assert response["Retry-After"] == "1"
     time.sleep(1.05)

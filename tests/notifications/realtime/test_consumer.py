@@ -432,8 +432,15 @@ async def test_many_sockets_disconnecting_at_once_leave_no_group_member(user, se
     settings.NOTIFICATIONS_MAX_PENDING = 2000
     # redis-py 8's default pool raised MaxConnectionsError past 100 concurrent commands and
     # left most of these members behind for a day; the layer's pool waits instead.
-    sockets = await asyncio.gather(*(connect(access_token_for(user)) for _ in range(1000)))
-    sockets = [comm for comm, _ in sockets]
+    token = access_token_for(user)
+    opening = asyncio.Semaphore(100)  # the disconnect is the test: open them at a steady pace
+
+    async def open_one():
+        async with opening:
+            comm, _ = await connect(token)
+            return comm
+
+    sockets = await asyncio.gather(*(open_one() for _ in range(1000)))
     assert len(await group_members(user.id)) == 1000
     await asyncio.gather(*(comm.disconnect() for comm in sockets))
     assert await wait_until(lambda: _group_empty(user.id), timeout=10)
