@@ -1,4 +1,8 @@
-"""REST endpoints of the event stream: history, status and the staff test trigger."""
+"""REST endpoints of the event stream: history, status, the staff test trigger, and the publish
+API of other services."""
+
+import hashlib
+import json
 
 from django.db.models import BigIntegerField
 from drf_spectacular.utils import (
@@ -13,10 +17,23 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from notifications import selectors
-from notifications.events import EventPayloadError, EventType
+from notifications.events import EventPayloadError, EventType, build_payload
 from notifications.realtime.presence import PresenceUnavailable, presence_count_for_user
-from notifications.services import event_send_sample
-from reasonflow.users.selectors import user_get_by_identifier
+from notifications.service_keys import (
+    HasServiceKey,
+    ServiceKeyAuthentication,
+    ServiceKeyRateThrottle,
+)
+from notifications.services import (
+    IdempotencyKeyReused,
+    Published,
+    PublishItem,
+    event_send_sample,
+    events_publish_for_service,
+    publish_receipt_repeat,
+)
+from reasonflow.api import BoundedListField
+from reasonflow.users.selectors import user_get_by_identifier, user_ids_by_identifier
 
 
 @extend_schema_serializer(component_name="EventEnvelope")
@@ -161,3 +178,117 @@ class StatusApi(APIView):
                 "last_event_id": selectors.event_last_id_for_user(user_id=request.user.id),
             }
         )
+
+
+class PublishApi(APIView):
+    """POST publish: another service publishes one event or a batch, with a service key
+    (PROTOCOL §6). All or nothing, in the order given; an Idempotency-Key makes retries safe."""
+
+    authentication_classes = [ServiceKeyAuthentication]
+    permission_classes = [HasServiceKey]
+    throttle_classes = [ServiceKeyRateThrottle]
+    MAX_EVENTS = 500
+    MAX_IDEMPOTENCY_KEY = 255
+
+    @extend_schema_serializer(component_name="PublishEvent")
+    class EventSerializer(serializers.Serializer):
+        user = serializers.CharField(max_length=254, help_text="The user's id or email.")
+        type = serializers.ChoiceField(choices=[t.value for t in EventType])
+        data = serializers.DictField(help_text="The payload of this event type (PROTOCOL §2).")
+
+        def validate(self, attrs):
+            try:
+                attrs["data"] = build_payload(attrs["type"], attrs["data"])
+            except EventPayloadError as exc:
+                raise serializers.ValidationError({"data": [str(exc)]}) from None
+            return attrs
+
+    @extend_schema_serializer(component_name="PublishBatch")
+    class BatchSerializer(serializers.Serializer):
+        events = BoundedListField(child=serializers.DictField(), max_length=500, min_length=1)
+
+    @extend_schema_serializer(component_name="PublishOutput")
+    class OutputSerializer(serializers.Serializer):
+        events = EnvelopeSerializer(many=True, help_text="The published events, in order.")
+
+    def post(self, request):
+        body, batch = request.data, isinstance(request.data, dict) and "events" in request.data
+        if batch and isinstance(body["events"], list) and len(body["events"]) > self.MAX_EVENTS:
+            return Response(
+                {"detail": f"Too many events: at most {self.MAX_EVENTS} per request."},
+                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            )
+        idempotency_key = request.headers.get("Idempotency-Key")
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= self.MAX_IDEMPOTENCY_KEY:
+            return Response(
+                {"Idempotency-Key": [f"From 1 to {self.MAX_IDEMPOTENCY_KEY} characters."]},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        key, body_hash = request.auth, _body_hash(body)
+        try:
+            if idempotency_key is not None:
+                repeat = publish_receipt_repeat(
+                    key=key, idempotency_key=idempotency_key, body_hash=body_hash
+                )
+                if repeat is not None:
+                    return self._answer(repeat)
+            items = self._items(body, batch=batch)
+            refused = sorted({i.event_type for i in items if not key.may_publish(i.event_type)})
+            if refused:
+                return Response(
+                    {"detail": f"This service key may not publish {', '.join(refused)}."},
+                    status=status.HTTP_403_FORBIDDEN,
+                )
+            published = events_publish_for_service(
+                key=key, items=items, idempotency_key=idempotency_key, body_hash=body_hash
+            )
+        except IdempotencyKeyReused:
+            return Response(
+                {"detail": "This Idempotency-Key was used with another body in the last 24 hours."},
+                status=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            )
+        return self._answer(published)
+
+    def _items(self, body, *, batch: bool) -> list[PublishItem]:
+        """The events of `body`, validated against the catalogue and with their users looked
+        up; a ValidationError names the field, under `events` and the index in a batch."""
+        if batch:
+            self.BatchSerializer(data=body).is_valid(raise_exception=True)
+            raw = body["events"]
+        else:
+            raw = [body]
+        errors, valid = {}, []
+        for index, event in enumerate(raw):
+            serializer = self.EventSerializer(data=event)
+            if serializer.is_valid():
+                valid.append((index, serializer.validated_data))
+            else:
+                errors[index] = serializer.errors
+                if len(errors) == BoundedListField.max_errors:
+                    break
+        if not errors:
+            users = user_ids_by_identifier(identifiers=[values["user"] for _, values in valid])
+            for index, values in valid:
+                if values["user"] not in users:
+                    errors[index] = {"user": ["No user with this id or email."]}
+        if errors:
+            raise serializers.ValidationError(
+                {"events": errors} if batch else next(iter(errors.values()))
+            )
+        return [
+            PublishItem(users[values["user"]], values["type"], values["data"])
+            for _, values in valid
+        ]
+
+    @staticmethod
+    def _answer(published: Published) -> Response:
+        response = Response({"events": published.envelopes}, status=status.HTTP_201_CREATED)
+        if published.repeated:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
+def _body_hash(body) -> str:
+    """The request body's fingerprint, whatever its key order and spacing."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
