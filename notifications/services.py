@@ -91,15 +91,21 @@ def service_key_create(
     Raises EventPayloadError for a type the catalogue does not know.
     """
     types = sorted({parse_event_type(t).value for t in event_types or []})
+    key = ServiceKey(name=name, event_types=types)
+    return key, service_key_issue(key=key)
+
+
+def service_key_issue(*, key: ServiceKey) -> str:
+    """Give the unsaved `key` a new random secret, save it, and return the secret (stored
+    only hashed: the caller shows it once)."""
     while True:
         secret = SERVICE_KEY_PREFIX + secrets.token_urlsafe(32)
         prefix = secret[:SERVICE_KEY_SHOWN]
         if not ServiceKey.objects.filter(prefix=prefix).exists():  # 1 in 2**48 ever collides
             break
-    key = ServiceKey.objects.create(
-        name=name, prefix=prefix, secret_hash=service_key_hash(secret), event_types=types
-    )
-    return key, secret
+    key.prefix, key.secret_hash = prefix, service_key_hash(secret)
+    key.save()
+    return secret
 
 
 def service_key_revoke(*, key: ServiceKey) -> bool:
