@@ -151,7 +151,11 @@ def test_a_bad_single_event_names_its_field_at_the_top(service, user):
         ({"events": "many"}, {"events": ['Expected a list of items but got type "str".']}),
         (
             {"events": [1]},
-            {"events": {"0": ['Expected a dictionary of items but got type "int".']}},
+            {
+                "events": {
+                    "0": {"non_field_errors": ["Invalid data. Expected a dictionary, but got int."]}
+                }
+            },
         ),
     ],
 )

@@ -34,13 +34,32 @@ def test_the_schema_declares_a_jwt_bearer_scheme(schema):
 def test_every_operation_with_authentication_names_the_bearer_scheme(schema):
     public = {"/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/auth/refresh"}
     public |= {"/api/v1/auth/logout", "/api/v1/auth/demo"}
+    services = {"/api/v1/notifications/publish"}
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             schemes = {name for item in operation.get("security", []) for name in item}
             if path.rstrip("/") in public:
                 assert "jwtAuth" not in schemes, (method, path)
+            elif path.rstrip("/") in services:
+                assert schemes == {"serviceKey"}, (method, path)
             else:
                 assert "jwtAuth" in schemes, (method, path)
+
+
+def test_the_publish_api_has_a_service_key_scheme_and_its_idempotency_header(schema):
+    assert schema["components"]["securitySchemes"]["serviceKey"]["scheme"] == "bearer"
+    operation = schema["paths"]["/api/v1/notifications/publish/"]["post"]
+    assert [(p["name"], p["in"]) for p in operation["parameters"]] == [
+        ("Idempotency-Key", "header")
+    ]
+    assert set(operation["responses"]) == {"201", "400", "401", "403", "413", "422", "429"}
+    assert "application/json" in operation["responses"]["201"]["content"]
+    request = operation["requestBody"]["content"]["application/json"]
+    assert set(request["examples"]) == {"OneEvent", "ABatch"}
+    assert schema["components"]["schemas"]["PublishRequest"]["oneOf"] == [
+        {"$ref": "#/components/schemas/PublishEvent"},
+        {"$ref": "#/components/schemas/PublishBatch"},
+    ]
 
 
 @pytest.mark.parametrize(
