@@ -85,11 +85,13 @@ async def _over_http(target, fixture: dict, batch: int, events: int) -> dict:
 
 async def _in_process(target, fixture: dict, batch: int, events: int) -> dict:
     publishers = target.publishers
-    shares = [events // len(publishers)] * len(publishers)
+    count = len(publishers)
+    shares = [events // count + (index < events % count) for index in range(count)]
     replies = await asyncio.gather(
         *(
             asyncio.to_thread(publisher.run, fixture["users"], 1e9, share, batch)
             for publisher, share in zip(publishers, shares, strict=True)
+            if share
         )
     )
     published = sum(reply["published"] for reply in replies)
