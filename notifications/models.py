@@ -158,7 +158,8 @@ class PublishReceipt(models.Model):
     service_key = models.ForeignKey(ServiceKey, on_delete=models.CASCADE, related_name="+")
     idempotency_key = models.CharField(max_length=255)
     body_hash = models.CharField(max_length=64)
-    response = models.JSONField(null=True)
+    # The answer's JSON text as it was sent (jsonb would reorder the envelopes' keys).
+    response = models.TextField(blank=True)
     created_at = models.DateTimeField(db_index=True)
 
     class Meta:

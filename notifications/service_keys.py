@@ -67,10 +67,11 @@ class ServiceKeyRateThrottle(BaseThrottle):
         name = f"publish-rate:{request.auth.pk}:{window}"
         try:
             cache.add(name, 0, timeout=duration * 2)
-            used = cache.incr(name)
-        except ValueError:  # expired between the two calls
-            cache.add(name, 1, timeout=duration * 2)
-            used = 1
+            try:
+                used = cache.incr(name)
+            except ValueError:  # expired between the two calls
+                cache.add(name, 1, timeout=duration * 2)
+                used = 1
         except (redis.RedisError, OSError) as exc:
             logger.warning("publish rate cache unavailable: %s", exc)
             raise ThrottleUnavailable() from None

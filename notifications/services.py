@@ -2,6 +2,7 @@
 service keys and idempotent batches."""
 
 import hmac
+import json
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from notifications.models import (
     Event,
     PublishReceipt,
     ServiceKey,
+    dump_json,
     service_key_hash,
 )
 from notifications.publish import publish_event
@@ -193,7 +195,7 @@ def publish_receipt_repeat(
         return None
     if not hmac.compare_digest(receipt.body_hash, body_hash):
         raise IdempotencyKeyReused
-    return Published(receipt.response["events"], repeated=True)
+    return Published(json.loads(receipt.response)["events"], repeated=True)
 
 
 class _ReceiptAnswer:
@@ -211,7 +213,7 @@ class _ReceiptAnswer:
         for answer in answers:
             envelopes = [event.envelope() for event in answer.events]
             PublishReceipt.objects.filter(pk=answer.receipt.pk).update(
-                response={"events": envelopes}
+                response=dump_json({"events": envelopes})
             )
 
     def __call__(self) -> None:

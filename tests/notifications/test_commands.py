@@ -98,7 +98,7 @@ def test_prune_events_also_deletes_publish_receipts_past_24_hours(user):
             service_key=key,
             idempotency_key=name,
             body_hash="0" * 64,
-            response={"events": []},
+            response='{"events":[]}',
             created_at=timezone.now() - age,
         )
 

@@ -300,7 +300,7 @@ def test_a_retried_batch_with_the_same_key_publishes_each_event_once(service, us
     again = post(service, batch, HTTP_IDEMPOTENCY_KEY="batch-1")
 
     assert first.status_code == again.status_code == 201
-    assert again.json() == first.json()
+    assert again.content == first.content  # byte for byte, key order included
     assert again["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first
     assert stored(user) == [(1, "draft_ready"), (2, "email_sent")]
     assert Event.objects.count() == 3
@@ -364,7 +364,9 @@ def test_a_failed_publish_leaves_no_receipt_so_a_corrected_retry_publishes(servi
     response = post(service, event_for(user), HTTP_IDEMPOTENCY_KEY="k")
 
     assert response.status_code == 201
-    assert not PublishReceipt.objects.filter(response=None).exists()
+    assert list(PublishReceipt.objects.values_list("response", flat=True)) == [
+        json.dumps(response.json(), separators=(",", ":"))
+    ]
 
 
 @pytest.mark.django_db
