@@ -2,11 +2,14 @@
 refusals, and retries that repeat the Idempotency-Key, through a proxy that loses answers."""
 
 import http.server
+import json
 import threading
+import time
 import urllib.error
 import urllib.request
 
 import pytest
+from django.db import connection
 
 from notifications.clients.publisher import Publisher, PublishError
 from notifications.events import sample_data
@@ -148,3 +151,73 @@ def test_a_server_that_never_answers_fails_after_the_retries(transactional_db):
     with pytest.raises(PublishError, match="after 3 attempts") as failed:
         publisher.publish(user="a@example.com", type="draft_ready", data={})
     assert failed.value.status is None and len(slept) == 2
+
+
+def test_over_the_keys_rate_it_waits_retry_after_and_publishes(transactional_db, user):
+    _, secret = service_key_create(name="slow lane")
+    env = {"DATABASE_URL": live_database_url(), "NOTIFICATIONS_PUBLISH_RATE": "1/s"}
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        time.sleep(seconds)
+
+    with LiveServer(env=env) as live:
+        publisher = Publisher(live.http_url, secret, retries=3, sleep=sleep)
+        # Three in well under a second: two of them share a one-second window.
+        envelopes = [
+            publisher.publish(user=user.email, type="email_sent", data=sample_data("email_sent"))
+            for _ in range(3)
+        ]
+
+    assert [envelope["id"] for envelope in envelopes] == [1, 2, 3]
+    assert slept and all(0 < seconds <= 1 for seconds in slept)  # Retry-After, not a guess
+    assert Event.objects.count() == 3
+
+
+@pytest.mark.postgres
+def test_concurrent_repeats_to_a_served_process_publish_once(server, secret, user, other_user):
+    if connection.vendor != "postgresql":
+        pytest.skip("waits on a unique index across server threads: PostgreSQL only")
+    batch = json.dumps(
+        {
+            "events": [
+                {"user": user.email, "type": "draft_ready", "data": sample_data("draft_ready")},
+                {
+                    "user": str(other_user.id),
+                    "type": "email_sent",
+                    "data": sample_data("email_sent"),
+                },
+            ]
+        }
+    ).encode()
+    barrier = threading.Barrier(8)
+    answers: list[tuple[int, bytes, str | None]] = []
+
+    def post() -> None:
+        request = urllib.request.Request(  # noqa: S310
+            server.http_url + "/api/v1/notifications/publish",
+            batch,
+            {
+                "Authorization": f"Bearer {secret}",
+                "Content-Type": "application/json",
+                "Idempotency-Key": "the same publish",
+            },
+            method="POST",
+        )
+        barrier.wait()
+        with urllib.request.urlopen(request, timeout=20) as response:  # noqa: S310
+            answers.append(
+                (response.status, response.read(), response.headers["Idempotent-Replayed"])
+            )
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert len(answers) == 8 and {status for status, _, _ in answers} == {201}
+    assert len({body for _, body, _ in answers}) == 1  # byte for byte
+    assert sorted(replayed or "" for _, _, replayed in answers) == [""] + ["true"] * 7
+    assert Event.objects.count() == 2 and PublishReceipt.objects.count() == 1
