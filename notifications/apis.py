@@ -27,6 +27,8 @@ from notifications.service_keys import (
     ServiceKeyRateThrottle,
 )
 from notifications.services import (
+    MAX_PUBLISH_EVENTS,
+    EventTypesRefused,
     IdempotencyKeyReused,
     Published,
     PublishItem,
@@ -205,13 +207,15 @@ class PublishApi(APIView):
     authentication_classes = [ServiceKeyAuthentication]
     permission_classes = [HasServiceKey]
     throttle_classes = [ServiceKeyRateThrottle]
-    MAX_EVENTS = 500
     MAX_IDEMPOTENCY_KEY = 255
 
     @extend_schema_serializer(component_name="PublishBatch")
     class BatchSerializer(serializers.Serializer):
         events = BoundedListField(
-            child=PublishEventSerializer(), max_length=500, min_length=1, help_text="1 to 500."
+            child=PublishEventSerializer(),
+            max_length=MAX_PUBLISH_EVENTS,
+            min_length=1,
+            help_text=f"1 to {MAX_PUBLISH_EVENTS}.",
         )
 
     @extend_schema_serializer(component_name="PublishOutput")
@@ -319,9 +323,9 @@ class PublishApi(APIView):
     )
     def post(self, request):
         body, batch = request.data, isinstance(request.data, dict) and "events" in request.data
-        if batch and isinstance(body["events"], list) and len(body["events"]) > self.MAX_EVENTS:
+        if batch and isinstance(body["events"], list) and len(body["events"]) > MAX_PUBLISH_EVENTS:
             return Response(
-                {"detail": f"Too many events: at most {self.MAX_EVENTS} per request."},
+                {"detail": f"Too many events: at most {MAX_PUBLISH_EVENTS} per request."},
                 status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
             )
         idempotency_key = request.headers.get("Idempotency-Key")
@@ -338,15 +342,16 @@ class PublishApi(APIView):
                 )
                 if repeat is not None:
                     return self._answer(repeat)
-            items = self._items(body, batch=batch)
-            refused = sorted({i.event_type for i in items if not key.may_publish(i.event_type)})
-            if refused:
-                return Response(
-                    {"detail": f"This service key may not publish {', '.join(refused)}."},
-                    status=status.HTTP_403_FORBIDDEN,
-                )
             published = events_publish_for_service(
-                key=key, items=items, idempotency_key=idempotency_key, body_hash=body_hash
+                key=key,
+                items=self._items(body, batch=batch),
+                idempotency_key=idempotency_key,
+                body_hash=body_hash,
+            )
+        except EventTypesRefused as exc:
+            return Response(
+                {"detail": f"This service key may not publish {', '.join(exc.types)}."},
+                status=status.HTTP_403_FORBIDDEN,
             )
         except IdempotencyKeyReused:
             return Response(

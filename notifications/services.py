@@ -76,6 +76,17 @@ class Published:
     repeated: bool = False
 
 
+MAX_PUBLISH_EVENTS = 500  # per request of the publish API (PROTOCOL §6)
+
+
+class EventTypesRefused(Exception):
+    """The service key may not publish these event types."""
+
+    def __init__(self, types: list[str]) -> None:
+        super().__init__(", ".join(types))
+        self.types = types
+
+
 class IdempotencyKeyReused(Exception):
     """The Idempotency-Key was already used, within its lifetime, for another body."""
 
@@ -140,16 +151,21 @@ def events_publish_for_service(
     idempotency_key: str | None = None,
     body_hash: str = "",
 ) -> Published:
-    """Publish `items` in one transaction (all or none), in the order given, exactly as
+    """Publish `items` in one transaction of their own (all or none; never inside the
+    caller's, whose commit would come after the answer), in the order given, exactly as
     publish_event does; return their envelopes.
 
     With an `idempotency_key`, the publish leaves a receipt; a repeat of the same body within
     PUBLISH_RECEIPT_LIFETIME returns the first publish's envelopes and publishes nothing (a
     concurrent repeat waits for the first at the receipt's unique constraint). Raises
-    IdempotencyKeyReused when the key came with another body.
+    IdempotencyKeyReused when the key came with another body, EventTypesRefused (publishing
+    nothing) when the key may not publish some of the items' types.
     """
+    refused = sorted({item.event_type for item in items if not key.may_publish(item.event_type)})
+    if refused:
+        raise EventTypesRefused(refused)
     try:
-        with transaction.atomic():
+        with transaction.atomic(durable=True):
             receipt = None
             if idempotency_key is not None:
                 receipt = _receipt_claim(
