@@ -11,6 +11,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
 from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from notifications.events import sample_data
@@ -482,3 +485,59 @@ def test_concurrent_repeats_of_one_idempotency_key_publish_once(
     assert sum("Idempotent-Replayed" not in r for r in responses) == 1
     assert stored(user) == [(1, "draft_ready"), (2, "email_sent")]
     assert Event.objects.count() == 3 and PublishReceipt.objects.count() == 1
+
+
+# --- no input reaches a 5xx --------------------------------------------------------------------
+
+junk = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=20),
+        st.sampled_from(["", "draft_ready", "rfk_", str(uuid.UUID(int=0)), "a@b.c", 10**30]),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.dictionaries(
+            st.one_of(st.sampled_from(["user", "type", "data", "events"]), st.text(max_size=5)),
+            children,
+            max_size=4,
+        ),
+    ),
+    max_leaves=12,
+)
+
+
+def plausible_event(user):
+    good = event_for(user, "email_classified")
+    fields = {name: st.one_of(st.just(value), junk) for name, value in good.items()}
+    data = {name: st.one_of(st.just(value), junk) for name, value in good["data"].items()}
+    return st.one_of(
+        st.fixed_dictionaries({}, optional=fields),
+        st.fixed_dictionaries({**fields, "data": st.fixed_dictionaries({}, optional=data)}),
+    )
+
+
+@pytest.mark.django_db
+@hypothesis_settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_body_is_a_json_answer_below_500(service, user, data):
+    event = plausible_event(user)
+    body = data.draw(
+        st.one_of(
+            event,
+            st.fixed_dictionaries({"events": st.lists(st.one_of(event, junk), max_size=4)}),
+            junk,
+        )
+    )
+    key = data.draw(st.one_of(st.none(), st.text(min_size=1, max_size=8)))
+    headers = {} if key is None else {"HTTP_IDEMPOTENCY_KEY": key}
+
+    response = post(service, body, **headers)
+
+    assert response.status_code in {201, 400, 403, 422}, (body, response.content)
+    assert isinstance(response.json(), dict)
