@@ -1,6 +1,6 @@
 """python -m bench SCENARIO [options]: load-test the notification server as production runs it.
 
-Scenarios: connections, throughput, fanout, mixed, rest, publish-cost, or `all` (every
+Scenarios: connections, throughput, fanout, mixed, rest, publish_api, publish-cost, or `all` (every
 scenario, with --compare-stock). --before REV adds the project as it was at git revision REV.
 Prints a table and writes bench/results/<timestamp>.json. See docs/performance.md.
 """
@@ -53,6 +53,9 @@ def parse_args(argv: list[str]) -> tuple[list[str], Options, str | None]:
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
     parser.add_argument("--rest-requests", type=int, default=defaults.rest_requests)
     parser.add_argument("--rest-rate", type=float, default=defaults.rest_rate)
+    parser.add_argument(
+        "--publish-events", type=int, default=defaults.publish_events, help="per publish_api step"
+    )
     parser.add_argument("--publishers", type=int, default=defaults.publishers)
     parser.add_argument("--batch", type=int, default=defaults.batch, help="events per commit")
     parser.add_argument(
@@ -87,6 +90,7 @@ def parse_args(argv: list[str]) -> tuple[list[str], Options, str | None]:
         concurrency=args.concurrency,
         rest_requests=args.rest_requests,
         rest_rate=args.rest_rate,
+        publish_events=args.publish_events,
         publishers=args.publishers,
         batch=args.batch,
         publisher_cpu=args.publisher_cpu,

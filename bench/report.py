@@ -8,7 +8,7 @@ import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import rest
+from bench import publish_api, rest
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -223,6 +223,9 @@ def render(report: dict) -> str:
             continue
         if scenario == "rest":
             out.append(rest.render(results))
+            continue
+        if scenario == "publish_api":
+            out.append(publish_api.render(results))
             continue
         out.append(_open_rows(results))
         if scenario == "fanout":

@@ -1,4 +1,5 @@
-"""The scenarios (connections, throughput, fanout, mixed) and the targets they run against.
+"""The scenarios (connections, throughput, fanout, mixed; rest and publish_api live in modules
+of their own) and the targets they run against.
 
 A run owns a throwaway PostgreSQL database and a private Redis (and, with --before, the checkout
 and database of an earlier revision). Each (scenario, target) pair gets a fresh server process
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import loadgen, rest
+from bench import loadgen, publish_api, rest
 from bench.infra import (
     LOAD_CPU,
     ROOT,
@@ -35,12 +36,13 @@ from bench.infra import (
 )
 
 P99_LIMIT_MS = 50.0
-SCENARIOS = ("connections", "throughput", "fanout", "mixed", "rest")
-FLOOR_SKIPS = {"mixed", "rest"}  # the floor has no REST API
-STOCK_SKIPS = {"rest"}  # the stock consumer serves the same Django REST API as ours
-# `rest` writes its rows with this checkout's ORM into the run's database; an earlier revision
-# (--before) serves a database of its own.
-BEFORE_SKIPS = {"rest"}
+SCENARIOS = ("connections", "throughput", "fanout", "mixed", "rest", "publish_api")
+FLOOR_SKIPS = {"mixed", "rest", "publish_api"}  # the floor has no REST API
+# The stock consumer serves the same Django REST API as ours.
+STOCK_SKIPS = {"rest", "publish_api"}
+# `rest` and `publish_api` write their rows with this checkout's ORM into the run's database;
+# an earlier revision (--before) serves a database of its own.
+BEFORE_SKIPS = {"rest", "publish_api"}
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Options:
     http_concurrency: int = 8
     rest_requests: int = 1000
     rest_rate: float = 100.0
+    publish_events: int = 4000
     concurrency: int = 500
     publishers: int = 2
     batch: int = 1
@@ -111,6 +114,8 @@ class Bench:
             # Every load client connects from 127.0.0.1: no per-address limits.
             NOTIFICATIONS_MAX_PENDING_PER_IP="0",
             NOTIFICATIONS_CONNECT_RATE_PER_IP="0",
+            # One service key publishes everything of `publish_api`.
+            NOTIFICATIONS_PUBLISH_RATE="1000000/s",
             # Approved drafts go nowhere: an SMTP server's cost is not the server's.
             EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend",
         )
@@ -606,6 +611,7 @@ RUNNERS = {
     "fanout": fanout,
     "mixed": mixed,
     "rest": rest.rest,
+    "publish_api": publish_api.publish_api,
 }
 
 

@@ -1,5 +1,6 @@
-"""Admin for the event stream: the read-only event store, and what the user admin borrows
-(the "Send test notification…" action and the online-connections column)."""
+"""Admin for the event stream: the read-only event store, the publish API's service keys, and
+what the user admin borrows (the "Send test notification…" action and the online-connections
+column)."""
 
 import json
 import uuid
@@ -13,13 +14,13 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from notifications.events import EventPayloadError, EventType, build_payload, sample_data
-from notifications.models import Event
+from notifications.models import Event, ServiceKey
 from notifications.realtime.presence import (
     PresenceUnavailable,
     presence_count_for_user,
     presence_counts_for_users,
 )
-from notifications.services import event_send_sample
+from notifications.services import event_send_sample, service_key_issue, service_key_revoke
 
 
 @admin.register(Event)
@@ -166,3 +167,65 @@ class UserNotificationsAdminMixin:
     def event_history(self, obj) -> str:
         url = reverse("admin:notifications_event_changelist") + f"?user__id__exact={obj.pk}"
         return format_html('<a href="{}">Stored events of this user</a>', url)
+
+
+# --- service keys of the publish API -----------------------------------------------------------
+
+
+class ServiceKeyForm(forms.ModelForm):
+    event_types = forms.MultipleChoiceField(
+        choices=[(t.value, t.value) for t in EventType],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="The event types this key may publish; none ticked: every type.",
+    )
+
+    class Meta:
+        model = ServiceKey
+        fields = ["name", "event_types"]
+
+    def clean_event_types(self) -> list[str]:
+        return sorted(self.cleaned_data["event_types"])
+
+
+@admin.action(description="Revoke selected service keys")
+def revoke_service_keys(modeladmin, request, queryset):
+    revoked = sum(service_key_revoke(key=key) for key in queryset)
+    modeladmin.message_user(request, f"Revoked {revoked} service key(s).", messages.SUCCESS)
+
+
+@admin.register(ServiceKey)
+class ServiceKeyAdmin(admin.ModelAdmin):
+    """Keys are created here or by `create_service_key`; the secret is shown once, on the page
+    that follows the add (never in a message: those travel in a cookie or the session)."""
+
+    form = ServiceKeyForm
+    list_display = ["name", "prefix", "allowed_types", "created_at", "last_used_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix"]
+    readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
+    actions = [revoke_service_keys]
+
+    @admin.display(description="Event types")
+    def allowed_types(self, obj: ServiceKey) -> str:
+        return ", ".join(obj.event_types) or "all"
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+        else:
+            obj.shown_secret = service_key_issue(key=obj)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Service key created",
+            "opts": self.model._meta,
+            "key": obj,
+            "secret": obj.shown_secret,
+        }
+        response = TemplateResponse(
+            request, "admin/notifications/service_key_created.html", context
+        )
+        response["Cache-Control"] = "no-store"
+        return response

@@ -1,9 +1,15 @@
-"""REST endpoints of the event stream: history, status and the staff test trigger."""
+"""REST endpoints of the event stream: history, status, the staff test trigger, and the publish
+API of other services."""
+
+import hashlib
+import json
 
 from django.db.models import BigIntegerField
 from drf_spectacular.utils import (
     OpenApiExample,
+    OpenApiParameter,
     OpenApiResponse,
+    PolymorphicProxySerializer,
     extend_schema,
     extend_schema_serializer,
 )
@@ -13,10 +19,25 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from notifications import selectors
-from notifications.events import EventPayloadError, EventType
+from notifications.events import EventPayloadError, EventType, build_payload
 from notifications.realtime.presence import PresenceUnavailable, presence_count_for_user
-from notifications.services import event_send_sample
-from reasonflow.users.selectors import user_get_by_identifier
+from notifications.service_keys import (
+    HasServiceKey,
+    ServiceKeyAuthentication,
+    ServiceKeyRateThrottle,
+)
+from notifications.services import (
+    MAX_PUBLISH_EVENTS,
+    EventTypesRefused,
+    IdempotencyKeyReused,
+    Published,
+    PublishItem,
+    event_send_sample,
+    events_publish_for_service,
+    publish_receipt_repeat,
+)
+from reasonflow.api import BoundedListField
+from reasonflow.users.selectors import user_get_by_identifier, user_ids_by_identifier
 
 
 @extend_schema_serializer(component_name="EventEnvelope")
@@ -161,3 +182,215 @@ class StatusApi(APIView):
                 "last_event_id": selectors.event_last_id_for_user(user_id=request.user.id),
             }
         )
+
+
+@extend_schema_serializer(component_name="PublishEvent")
+class PublishEventSerializer(serializers.Serializer):
+    """One event of the publish API, checked against the catalogue."""
+
+    user = serializers.CharField(max_length=254, help_text="The user's id or email.")
+    type = serializers.ChoiceField(choices=[t.value for t in EventType])
+    data = serializers.DictField(help_text="The payload of this event type (PROTOCOL §2).")
+
+    def validate(self, attrs):
+        try:
+            attrs["data"] = build_payload(attrs["type"], attrs["data"])
+        except EventPayloadError as exc:
+            raise serializers.ValidationError({"data": [str(exc)]}) from None
+        return attrs
+
+
+class PublishApi(APIView):
+    """POST publish: another service publishes one event or a batch, with a service key
+    (PROTOCOL §6). All or nothing, in the order given; an Idempotency-Key makes retries safe."""
+
+    authentication_classes = [ServiceKeyAuthentication]
+    permission_classes = [HasServiceKey]
+    throttle_classes = [ServiceKeyRateThrottle]
+    MAX_IDEMPOTENCY_KEY = 255
+
+    @extend_schema_serializer(component_name="PublishBatch")
+    class BatchSerializer(serializers.Serializer):
+        events = BoundedListField(
+            child=PublishEventSerializer(),
+            max_length=MAX_PUBLISH_EVENTS,
+            min_length=1,
+            help_text=f"1 to {MAX_PUBLISH_EVENTS}.",
+        )
+
+    @extend_schema_serializer(component_name="PublishOutput")
+    class OutputSerializer(serializers.Serializer):
+        events = EnvelopeSerializer(many=True, help_text="The published events, in order.")
+
+    @extend_schema(
+        summary="Publish events from another service",
+        description=(
+            'One event, or `{"events": [...]}` of 1 to 500, published exactly as the '
+            "server's own `publish_event`: stored with the user's next ids, delivered after "
+            "the commit, all or none, in the order given. Authenticate with a service key "
+            "(`Authorization: Bearer rfk_...`), never a user's access token. A 400 names the "
+            "field; in a batch, under `events` and the event's index, e.g. "
+            '`{"events": {"2": {"data": ["..."]}}}`.'
+        ),
+        request=PolymorphicProxySerializer(
+            component_name="PublishRequest",
+            serializers=[PublishEventSerializer, BatchSerializer],
+            resource_type_field_name=None,
+        ),
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                location=OpenApiParameter.HEADER,
+                required=False,
+                description=(
+                    "1 to 255 characters. A repeat with the same key and body within 24 h "
+                    "answers the first response (header `Idempotent-Replayed: true`) and "
+                    "publishes nothing; the same key with another body is a 422."
+                ),
+            )
+        ],
+        responses={
+            201: OutputSerializer,
+            400: OpenApiResponse(description="a field off the catalogue, an unknown user"),
+            401: OpenApiResponse(description="no, an unknown or a revoked service key"),
+            403: OpenApiResponse(description="a type this key may not publish"),
+            413: OpenApiResponse(description="over 500 events or over 1 MiB"),
+            422: OpenApiResponse(description="the Idempotency-Key came with another body"),
+            429: OpenApiResponse(description="over the key's rate (NOTIFICATIONS_PUBLISH_RATE)"),
+        },
+        examples=[
+            OpenApiExample(
+                "One event",
+                value={
+                    "user": "demo@reasonflow.local",
+                    "type": "draft_ready",
+                    "data": {
+                        "draft_id": "5f0c1e4e-9a53-4a0e-8f55-0d8b7f1f2a10",
+                        "email_id": "0b7e6a4c-1f7d-4d55-9f4c-1f2e3d4c5b6a",
+                        "requires_approval": True,
+                    },
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "A batch",
+                value={
+                    "events": [
+                        {
+                            "user": "demo@reasonflow.local",
+                            "type": "email_classified",
+                            "data": {
+                                "email_id": "0b7e6a4c-1f7d-4d55-9f4c-1f2e3d4c5b6a",
+                                "classification": "meeting_request",
+                                "confidence": 0.93,
+                            },
+                        },
+                        {
+                            "user": "3bbbf93a-6c1e-4d8e-9a51-2f0b6f9f8c11",
+                            "type": "batch_progress",
+                            "data": {
+                                "job_id": "9d4c2b1a-0e6f-4a3b-8c7d-6e5f4a3b2c1d",
+                                "processed": 10,
+                                "total": 40,
+                                "percentage": 25,
+                            },
+                        },
+                    ]
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Published",
+                value={
+                    "events": [
+                        {
+                            "id": 42,
+                            "type": "draft_ready",
+                            "user_id": "3bbbf93a-6c1e-4d8e-9a51-2f0b6f9f8c11",
+                            "data": {
+                                "draft_id": "5f0c1e4e-9a53-4a0e-8f55-0d8b7f1f2a10",
+                                "email_id": "0b7e6a4c-1f7d-4d55-9f4c-1f2e3d4c5b6a",
+                                "requires_approval": True,
+                            },
+                            "timestamp": "2026-02-19T10:30:00.123456+00:00",
+                        }
+                    ]
+                },
+                response_only=True,
+                status_codes=["201"],
+            ),
+        ],
+    )
+    def post(self, request):
+        body, batch = request.data, isinstance(request.data, dict) and "events" in request.data
+        if batch and isinstance(body["events"], list) and len(body["events"]) > MAX_PUBLISH_EVENTS:
+            return Response(
+                {"detail": f"Too many events: at most {MAX_PUBLISH_EVENTS} per request."},
+                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            )
+        idempotency_key = request.headers.get("Idempotency-Key")
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= self.MAX_IDEMPOTENCY_KEY:
+            return Response(
+                {"Idempotency-Key": [f"From 1 to {self.MAX_IDEMPOTENCY_KEY} characters."]},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        key, body_hash = request.auth, _body_hash(body)
+        try:
+            if idempotency_key is not None:
+                repeat = publish_receipt_repeat(
+                    key=key, idempotency_key=idempotency_key, body_hash=body_hash
+                )
+                if repeat is not None:
+                    return self._answer(repeat)
+            published = events_publish_for_service(
+                key=key,
+                items=self._items(body, batch=batch),
+                idempotency_key=idempotency_key,
+                body_hash=body_hash,
+            )
+        except EventTypesRefused as exc:
+            return Response(
+                {"detail": f"This service key may not publish {', '.join(exc.types)}."},
+                status=status.HTTP_403_FORBIDDEN,
+            )
+        except IdempotencyKeyReused:
+            return Response(
+                {"detail": "This Idempotency-Key was used with another body in the last 24 hours."},
+                status=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            )
+        return self._answer(published)
+
+    def _items(self, body, *, batch: bool) -> list[PublishItem]:
+        """The events of `body`, validated against the catalogue and with their users looked
+        up; a ValidationError names the field, under `events` and the index in a batch."""
+        if batch:
+            serializer = self.BatchSerializer(data=body)
+            serializer.is_valid(raise_exception=True)
+            events = serializer.validated_data["events"]
+        else:
+            serializer = PublishEventSerializer(data=body)
+            serializer.is_valid(raise_exception=True)
+            events = [serializer.validated_data]
+        users = user_ids_by_identifier(identifiers=[event["user"] for event in events])
+        unknown = {
+            index: {"user": ["No user with this id or email."]}
+            for index, event in enumerate(events)
+            if event["user"] not in users
+        }
+        if unknown:
+            first = dict(list(unknown.items())[: BoundedListField.max_errors])
+            raise serializers.ValidationError({"events": first} if batch else unknown[0])
+        return [PublishItem(users[e["user"]], e["type"], e["data"]) for e in events]
+
+    @staticmethod
+    def _answer(published: Published) -> Response:
+        response = Response({"events": published.envelopes}, status=status.HTTP_201_CREATED)
+        if published.repeated:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
+def _body_hash(body) -> str:
+    """The request body's fingerprint, whatever its key order and spacing."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()

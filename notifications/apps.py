@@ -8,4 +8,5 @@ class NotificationsConfig(AppConfig):
     verbose_name = "Notifications"
 
     def ready(self) -> None:
+        from notifications import schema  # noqa: F401 - registers the service-key scheme
         from notifications.operations import checks  # noqa: F401 - registers the system checks

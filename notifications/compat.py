@@ -61,7 +61,9 @@ def in_committing_transaction(connection) -> bool:
 
 def run_before_commit(connection) -> None:
     """Give the current transaction's on_commit hooks that have a `before_commit(connection,
-    hooks)` attribute their last chance to write in it, one call per distinct `before_commit`.
+    hooks)` attribute their last chance to write in it, one call per distinct `before_commit`,
+    in the order each one's first hook was registered (a receipt registered after its events
+    sees them stored).
 
     Assumes `connection.run_on_commit` holds `(savepoint ids, hook, robust)` tuples for the
     current transaction, that `savepoint_rollback()` has already removed the hooks registered

@@ -1,6 +1,9 @@
-"""The event store: every published event, numbered per user, kept for replay."""
+"""The event store (every published event, numbered per user, kept for replay), and the service
+keys other services publish with, with the receipts of their idempotent publishes."""
 
+import hashlib
 import json
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
@@ -99,3 +102,72 @@ class Presence(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}: {self.connections} on {self.process_id}"
+
+
+SERVICE_KEY_PREFIX = "rfk_"
+SERVICE_KEY_SHOWN = 12  # characters kept in clear: the prefix and 8 random ones
+SERVICE_KEY_MAX_LENGTH = 64  # generated keys have 47; longer strings are refused unhashed
+PUBLISH_RECEIPT_LIFETIME = timedelta(hours=24)  # how long a repeat gets the first answer
+
+
+def service_key_hash(secret: str) -> str:
+    """The stored form of a key. One SHA-256 suffices: keys are 256 random bits, not
+    passwords, so there is nothing to guess and nothing a slow hash would protect."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ServiceKey(models.Model):
+    """A key another service publishes with (PROTOCOL §6): not a user, not a JWT.
+
+    Only a hash of the secret is stored; `prefix`, its first characters, names the key in lists
+    and finds it on each request. `event_types` empty means every type of the catalogue.
+    """
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    event_types = models.JSONField(
+        default=list, blank=True, help_text="The event types it may publish; empty for all."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name", "created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def may_publish(self, event_type: str) -> bool:
+        return not self.event_types or event_type in self.event_types
+
+
+class PublishReceipt(models.Model):
+    """The answer to a publish sent with an Idempotency-Key, kept so that a repeat of it
+    (a retry after a timeout) gets the same answer and publishes nothing.
+
+    Written in the publish's own transaction, so the unique constraint makes concurrent
+    repeats wait for the first and then find its receipt.
+    """
+
+    service_key = models.ForeignKey(ServiceKey, on_delete=models.CASCADE, related_name="+")
+    idempotency_key = models.CharField(max_length=255)
+    body_hash = models.CharField(max_length=64)
+    # The answer's JSON text as it was sent (jsonb would reorder the envelopes' keys).
+    response = models.TextField(blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service_key", "idempotency_key"], name="publish_receipt_key_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.idempotency_key} of {self.service_key_id}"

@@ -1,10 +1,23 @@
-"""Reads of the event store for producers and REST, always scoped to the users asked for."""
+"""Reads of the event store for producers and REST, always scoped to the users asked for, and
+of the service keys and publish receipts of the publish API."""
 
+import hmac
 import uuid
 
 from django.db import connection
+from django.utils import timezone
 
-from notifications.models import Event, EventCounter
+from notifications.models import (
+    PUBLISH_RECEIPT_LIFETIME,
+    SERVICE_KEY_MAX_LENGTH,
+    SERVICE_KEY_PREFIX,
+    SERVICE_KEY_SHOWN,
+    Event,
+    EventCounter,
+    PublishReceipt,
+    ServiceKey,
+    service_key_hash,
+)
 
 
 def event_last_id_for_user(*, user_id: uuid.UUID) -> int:
@@ -28,3 +41,24 @@ def event_list_for_user(
     if up_to is not None:
         events = events.filter(event_id__lte=up_to)
     return list(events.order_by("event_id")[:limit])
+
+
+def service_key_get_by_secret(*, secret: str) -> ServiceKey | None:
+    """The key whose secret is `secret`, revoked or not; None when no key has it.
+
+    Found by its clear prefix, then the hashes compared in constant time."""
+    if not secret.startswith(SERVICE_KEY_PREFIX) or len(secret) > SERVICE_KEY_MAX_LENGTH:
+        return None
+    key = ServiceKey.objects.filter(prefix=secret[:SERVICE_KEY_SHOWN]).first()
+    if key is None or not hmac.compare_digest(key.secret_hash, service_key_hash(secret)):
+        return None
+    return key
+
+
+def publish_receipt_get(*, service_key_id: int, idempotency_key: str) -> PublishReceipt | None:
+    """The unexpired receipt of the key's publish sent with `idempotency_key`, or None."""
+    return PublishReceipt.objects.filter(
+        service_key_id=service_key_id,
+        idempotency_key=idempotency_key,
+        created_at__gte=timezone.now() - PUBLISH_RECEIPT_LIFETIME,
+    ).first()

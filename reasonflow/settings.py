@@ -350,6 +350,11 @@ NOTIFICATIONS_PRESENCE_TTL = float(os.environ.get("NOTIFICATIONS_PRESENCE_TTL", 
 # /readyz gives up on the database or the channel layer after this many seconds.
 NOTIFICATIONS_READY_TIMEOUT = float(os.environ.get("NOTIFICATIONS_READY_TIMEOUT", "2"))
 
+# --- Notifications: the publish API (PROTOCOL §6) -------------------------------------------
+# Requests per service key (each carries one event or a batch of up to 500), counted in the
+# cache (Redis when set, so shared by every server process); over it, 429 with Retry-After.
+NOTIFICATIONS_PUBLISH_RATE = env_rate("NOTIFICATIONS_PUBLISH_RATE", "100/s")
+
 # --- Notifications: per-client limits -------------------------------------------------------
 # The client is the peer's address, or what X-Forwarded-For says when the peer is one of the
 # proxies in FORWARDED_ALLOW_IPS (comma-separated addresses or networks, "*" for any; uvicorn's

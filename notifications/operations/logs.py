@@ -1,4 +1,5 @@
-"""Log formatting: one JSON object per line when LOG_FORMAT=json, and never a token either way.
+"""Log formatting: one JSON object per line when LOG_FORMAT=json, and never a token or a service
+key either way.
 
 Fields passed with `extra=` (user_id, close_code, duration_s, reason, ...) become JSON keys.
 """
@@ -11,12 +12,15 @@ from datetime import UTC, datetime
 # A JWT (header.payload.signature, base64url, header starting with '{"') anywhere in a message,
 # argument or traceback: a token must never reach a log line, whoever logged it.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+# A service key (notifications.models.SERVICE_KEY_PREFIX): its clear prefix stays, to tell which.
+_SERVICE_KEY = re.compile(r"(rfk_[A-Za-z0-9_-]{8})[A-Za-z0-9_-]+")
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
 def redact(text: str) -> str:
-    """`text` with every JWT-looking substring replaced."""
-    return _JWT.sub("[token redacted]", text)
+    """`text` with every JWT-looking substring replaced, and every service key cut to the
+    prefix the admin lists it by."""
+    return _SERVICE_KEY.sub(r"\1…[key redacted]", _JWT.sub("[token redacted]", text))
 
 
 class RedactingFormatter(logging.Formatter):

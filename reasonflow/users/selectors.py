@@ -14,3 +14,25 @@ def user_get_by_identifier(*, identifier: str) -> User | None:
         return User.objects.filter(id=uuid.UUID(identifier)).first()
     except ValueError:
         return User.objects.filter(email__iexact=identifier).first()
+
+
+def user_ids_by_identifier(*, identifiers: list[str]) -> dict[str, uuid.UUID]:
+    """The id of each user named in `identifiers` by UUID or email (any case), in two queries;
+    identifiers naming nobody are left out."""
+    by_id: dict[uuid.UUID, list[str]] = {}
+    by_email: dict[str, list[str]] = {}
+    for identifier in identifiers:
+        value = identifier.strip()
+        try:
+            by_id.setdefault(uuid.UUID(value), []).append(identifier)
+        except ValueError:
+            by_email.setdefault(value.lower(), []).append(identifier)
+    found: dict[str, uuid.UUID] = {}
+    if by_id:
+        for user_id in User.objects.filter(id__in=by_id).values_list("id", flat=True):
+            found.update(dict.fromkeys(by_id[user_id], user_id))
+    if by_email:
+        rows = User.objects.filter(email__in=by_email).values_list("email", "id")
+        for email, user_id in rows:
+            found.update(dict.fromkeys(by_email[email], user_id))
+    return found

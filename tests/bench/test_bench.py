@@ -134,6 +134,29 @@ def test_every_server_has_a_core_of_its_own(report):
             assert result["open"]["server_cpus"] == [SERVER_CPU]
 
 
+def test_publish_api_reports_both_paths_at_batches_of_1_and_100(tmp_path):
+    if not postgres_answers():
+        pytest.skip(f"the benchmark needs PostgreSQL at {POSTGRES_ADMIN_URL}")
+    path = tmp_path / "report.json"
+    command = [sys.executable, "-m", "bench", "publish_api", "--publish-events", "200"]
+    command += ["--users", "10", "--json", str(path)]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "== publish_api ==" in done.stdout and "HTTP API" in done.stdout
+    result = json.loads(path.read_text())["scenarios"]["publish_api"]
+    assert list(result) == ["ours"]  # the stock consumer and the floor have no such API
+    http, in_process = result["ours"]["http"], result["ours"]["publish_event"]
+    assert [(s["batch"], s["requests"], s["events"], s["errors"]) for s in http] == [
+        (1, 200, 200, 0),
+        (100, 2, 200, 0),
+    ]
+    assert [(s["batch"], s["events"]) for s in in_process] == [(1, 200), (100, 200)]
+    for step in http + in_process:
+        assert step["events_per_s"] > 0 and step["cpu_us_per_event"] >= 0
+
+
 def test_the_abuse_measurements_run_and_show_the_limits_holding():
     """bench.abuse (docs/guarantees.md): the lockout, refresh-race and pending-flood figures,
     small, against a real production-mode server."""

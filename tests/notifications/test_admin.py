@@ -1,5 +1,5 @@
-"""Admin: the "Send test notification…" action on users, the event store, and the email pages,
-through Django's test client as staff and non-staff users."""
+"""Admin: the "Send test notification…" action on users, the event store, service keys, and the
+email pages, through Django's test client as staff and non-staff users."""
 
 import json
 import re
@@ -9,10 +9,12 @@ from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from rest_framework.test import APIClient
 
 from emails.models import BatchJob
 from notifications import services
-from notifications.models import Event
+from notifications.events import sample_data
+from notifications.models import Event, ServiceKey
 from notifications.realtime.presence import _write_database
 from tests.emails.factories import DraftFactory, EmailFactory
 
@@ -238,3 +240,67 @@ def test_email_draft_and_batch_pages_show_their_statuses(client, make_user, user
         body = response.content.decode()
         assert '<td class="field-status">' + status + "</td>" in body, name
         assert "status__exact" in body  # the status filter
+
+
+# --- service keys ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def key_admin(make_user, client):
+    client.force_login(make_user(is_staff=True, is_superuser=True))
+
+
+@pytest.mark.usefixtures("key_admin")
+def test_adding_a_service_key_shows_its_secret_once_and_it_publishes(client, user):
+    response = client.post(
+        reverse("admin:notifications_servicekey_add"),
+        {"name": "mail webhooks", "event_types": ["email_sent", "email_received"]},
+    )
+
+    assert response.status_code == 200
+    assert response.templates[0].name == "admin/notifications/service_key_created.html"
+    assert "no-store" in response["Cache-Control"]
+    secret = re.search(
+        r'<code id="service-key"[^>]*>(rfk_[^<]+)</code>', response.content.decode()
+    )[1]
+    key = ServiceKey.objects.get()
+    assert (key.name, key.event_types) == ("mail webhooks", ["email_received", "email_sent"])
+    assert key.prefix == secret[:12] and secret not in key.secret_hash
+    for page in (
+        reverse("admin:notifications_servicekey_changelist"),
+        reverse("admin:notifications_servicekey_change", args=[key.pk]),
+    ):
+        content = client.get(page).content.decode()
+        assert key.prefix in content and secret not in content
+    publish = APIClient().post(
+        "/api/v1/notifications/publish",
+        {"user": user.email, "type": "email_sent", "data": sample_data("email_sent")},
+        format="json",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+    )
+    assert publish.status_code == 201
+
+
+@pytest.mark.usefixtures("key_admin")
+def test_the_revoke_action_refuses_the_keys_next_request(client, user):
+    kept, kept_secret = services.service_key_create(name="kept")
+    revoked, revoked_secret = services.service_key_create(name="revoked")
+
+    response = client.post(
+        reverse("admin:notifications_servicekey_changelist"),
+        {"action": "revoke_service_keys", "_selected_action": [str(revoked.pk)]},
+        follow=True,
+    )
+
+    assert "Revoked 1 service key(s)." in response.content.decode()
+    revoked.refresh_from_db()
+    kept.refresh_from_db()
+    assert revoked.revoked_at is not None and kept.revoked_at is None
+    body = {"user": user.email, "type": "email_sent", "data": sample_data("email_sent")}
+    for secret, status in [(revoked_secret, 401), (kept_secret, 201)]:
+        client_for_key = APIClient()
+        client_for_key.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        assert (
+            client_for_key.post("/api/v1/notifications/publish", body, format="json").status_code
+            == status
+        )

@@ -1,5 +1,6 @@
 """Operator commands through call_command; `listen` against a live server and a real WebSocket."""
 
+import hashlib
 import io
 import json
 import os
@@ -13,9 +14,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from notifications import services
+from notifications import selectors, services
 from notifications.management.commands.serve import Command as ServeCommand
-from notifications.models import Event
+from notifications.models import Event, PublishReceipt, ServiceKey
 from notifications.realtime.auth import authenticate_access_token
 from reasonflow.users.services import user_issue_tokens
 from tests.support.live import ROOT, LiveServer
@@ -83,9 +84,72 @@ def test_prune_events_deletes_only_events_past_retention(user):
     old, new = (services.event_send_sample(user_id=user.pk, event_type="email_sent") for _ in "ab")
     Event.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=8))
     out, _ = run("prune_events")
-    assert out.strip() == "Deleted 1 event(s)."
+    assert out.splitlines()[0] == "Deleted 1 event(s)."
     assert list(Event.objects.values_list("event_id", flat=True)) == [new.event_id]
-    assert run("prune_events", "--older-than-seconds", "0")[0].strip() == "Deleted 1 event(s)."
+    out, _ = run("prune_events", "--older-than-seconds", "0")
+    assert out.splitlines()[0] == "Deleted 1 event(s)."
+
+
+@pytest.mark.django_db
+def test_prune_events_also_deletes_publish_receipts_past_24_hours(user):
+    key, _ = services.service_key_create(name="mailer")
+    for name, age in [("old", timedelta(hours=25)), ("new", timedelta(hours=1))]:
+        PublishReceipt.objects.create(
+            service_key=key,
+            idempotency_key=name,
+            body_hash="0" * 64,
+            response='{"events":[]}',
+            created_at=timezone.now() - age,
+        )
+
+    out, _ = run("prune_events")
+
+    assert out.splitlines()[1] == "Deleted 1 publish receipt(s) past 24 hours."
+    assert list(PublishReceipt.objects.values_list("idempotency_key", flat=True)) == ["new"]
+
+
+@pytest.mark.django_db
+def test_create_service_key_prints_the_key_once_and_stores_only_its_hash():
+    out, err = run(
+        "create_service_key", "--name", "drafting agent", "--types", "draft_ready,email_sent"
+    )
+
+    secret = out.strip()
+    assert secret.startswith("rfk_") and len(secret) == 47
+    key = ServiceKey.objects.get()
+    assert (key.name, key.event_types) == ("drafting agent", ["draft_ready", "email_sent"])
+    assert key.prefix == secret[:12] and secret[12:] not in key.secret_hash
+    assert key.secret_hash == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret not in err and key.prefix in err
+    assert selectors.service_key_get_by_secret(secret=secret) == key
+
+
+@pytest.mark.django_db
+def test_create_service_key_without_types_may_publish_every_type():
+    run("create_service_key", "--name", "webhooks")
+    key = ServiceKey.objects.get()
+    assert key.event_types == [] and key.may_publish("batch_complete")
+
+
+@pytest.mark.django_db
+def test_create_service_key_refuses_a_type_off_the_catalogue():
+    with pytest.raises(CommandError, match="unknown event type 'email_deleted'"):
+        run("create_service_key", "--name", "x", "--types", "draft_ready,email_deleted")
+    assert not ServiceKey.objects.exists()
+
+
+@pytest.mark.django_db
+def test_revoke_service_key_by_prefix_or_whole_key():
+    _, first_secret = services.service_key_create(name="a")
+    second, _ = services.service_key_create(name="b")
+
+    assert run("revoke_service_key", first_secret)[0].startswith("Revoked a (")
+    assert run("revoke_service_key", second.prefix)[0].startswith("Revoked b (")
+    assert "already revoked" in run("revoke_service_key", second.prefix)[0]
+    assert ServiceKey.objects.filter(revoked_at=None).count() == 0
+    assert selectors.service_key_get_by_secret(secret=first_secret).is_active is False
+    with pytest.raises(CommandError, match="No service key"):
+        run("revoke_service_key", "rfk_nothere0")
 
 
 @pytest.fixture

@@ -271,6 +271,42 @@ def test_the_hooks_listed_at_commit_are_those_that_survived_savepoint_rollbacks(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_each_kind_of_hook_prepares_in_the_order_its_first_hook_was_registered():
+    from django.db import transaction
+
+    log = []
+
+    def hook_kind(kind):
+        class Hook:
+            def __init__(self, name):
+                self.name = name
+
+            def __call__(self):
+                pass
+
+            @staticmethod
+            def before_commit(connection, hooks):
+                log.append((kind, [hook.name for hook in hooks]))
+
+        return Hook
+
+    Events, Receipts = hook_kind("events"), hook_kind("receipts")
+    with transaction.atomic():
+        transaction.on_commit(Events("a"))
+        transaction.on_commit(Receipts("b"))
+        transaction.on_commit(Events("c"))
+    with transaction.atomic():
+        transaction.on_commit(Receipts("d"))
+        transaction.on_commit(Events("e"))
+    assert log == [
+        ("events", ["a", "c"]),
+        ("receipts", ["b"]),
+        ("receipts", ["d"]),
+        ("events", ["e"]),
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_rolled_back_transaction_leaves_no_hook_to_prepare():
     from django.db import transaction
 

@@ -34,13 +34,32 @@ def test_the_schema_declares_a_jwt_bearer_scheme(schema):
 def test_every_operation_with_authentication_names_the_bearer_scheme(schema):
     public = {"/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/auth/refresh"}
     public |= {"/api/v1/auth/logout", "/api/v1/auth/demo"}
+    services = {"/api/v1/notifications/publish"}
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             schemes = {name for item in operation.get("security", []) for name in item}
             if path.rstrip("/") in public:
                 assert "jwtAuth" not in schemes, (method, path)
+            elif path.rstrip("/") in services:
+                assert schemes == {"serviceKey"}, (method, path)
             else:
                 assert "jwtAuth" in schemes, (method, path)
+
+
+def test_the_publish_api_has_a_service_key_scheme_and_its_idempotency_header(schema):
+    assert schema["components"]["securitySchemes"]["serviceKey"]["scheme"] == "bearer"
+    operation = schema["paths"]["/api/v1/notifications/publish/"]["post"]
+    assert [(p["name"], p["in"]) for p in operation["parameters"]] == [
+        ("Idempotency-Key", "header")
+    ]
+    assert set(operation["responses"]) == {"201", "400", "401", "403", "413", "422", "429"}
+    assert "application/json" in operation["responses"]["201"]["content"]
+    request = operation["requestBody"]["content"]["application/json"]
+    assert set(request["examples"]) == {"OneEvent", "ABatch"}
+    assert schema["components"]["schemas"]["PublishRequest"]["oneOf"] == [
+        {"$ref": "#/components/schemas/PublishEvent"},
+        {"$ref": "#/components/schemas/PublishBatch"},
+    ]
 
 
 @pytest.mark.parametrize(
@@ -83,10 +102,12 @@ def test_swagger_ui_authorizes_with_a_token_and_try_it_out_lists_emails():
             page.goto(server.http_url + "/api/v1/docs/")
             page.get_by_role("button", name="Authorize").first.click()
             dialog = page.locator(".modal-ux")
-            dialog.locator(".auth-container input").first.fill(tokens["access"])
-            dialog.locator(".auth-btn-wrapper button.authorize").click()
-            expect(dialog.locator("h6")).to_have_text("Authorized")
-            dialog.get_by_role("button", name="Close").click()
+            # The dialog also offers the publish API's serviceKey scheme: fill the JWT one.
+            jwt = dialog.locator(".auth-container").filter(has_text="jwtAuth")
+            jwt.locator("input").fill(tokens["access"])
+            jwt.locator("button.authorize").click()
+            expect(jwt.locator("h6")).to_have_text("Authorized")
+            jwt.get_by_role("button", name="Close").click()
 
             operation = page.locator(".opblock-get").filter(has_text="/api/v1/emails/").first
             operation.locator(".opblock-summary").click()

@@ -1,10 +1,11 @@
-"""Delete stored events older than NOTIFICATIONS_RETENTION."""
+"""Delete stored events older than NOTIFICATIONS_RETENTION, and publish receipts past their
+24 hours."""
 
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand
 
-from notifications.services import event_prune
+from notifications.services import event_prune, publish_receipt_prune
 
 
 class Command(BaseCommand):
@@ -21,3 +22,5 @@ class Command(BaseCommand):
         older_than = None if older_than_seconds is None else timedelta(seconds=older_than_seconds)
         deleted = event_prune(older_than=older_than)
         self.stdout.write(f"Deleted {deleted} event(s).")
+        receipts = publish_receipt_prune()
+        self.stdout.write(f"Deleted {receipts} publish receipt(s) past 24 hours.")

@@ -17,6 +17,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from notifications.close_codes import CloseCode
 from notifications.operations import metrics
 from notifications.operations.checks import check_channel_layer
+from notifications.operations.logs import redact
 from notifications.realtime.presence import (
     _write_database,
     presence_count_for_user,
@@ -162,6 +163,17 @@ def test_auth_failure_reasons_mint_a_bounded_set_of_label_values(monkeypatch):
     assert "other" in labels
     assert metrics.reason_label("token_not_valid") == "other"  # the 33rd distinct one
     assert all(len(label) <= 48 for label in labels)
+
+
+def test_logs_keep_a_service_keys_prefix_only_and_no_token():
+    key = "rfk_Ab3dEf9h" + "x" * 35
+    token = str(AccessToken())
+
+    line = redact(f"publish failed for key={key}; Authorization: Bearer {token}")
+
+    assert line == (
+        "publish failed for key=rfk_Ab3dEf9h…[key redacted]; Authorization: Bearer [token redacted]"
+    )
 
 
 # --- end to end: metrics and the access log move with sockets, events and auth failures --------
