@@ -1,4 +1,7 @@
-"""REST endpoints of the event stream: history, status and the staff test trigger."""
+"""REST endpoints of the event stream: history, status, stream tickets and the staff test
+trigger."""
+
+from datetime import UTC, datetime
 
 from django.db.models import BigIntegerField
 from drf_spectacular.utils import (
@@ -13,9 +16,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from notifications import selectors
-from notifications.events import EventPayloadError, EventType
+from notifications.events import EventPayloadError, EventType, format_timestamp
+from notifications.realtime.auth import kept_policy_claims
 from notifications.realtime.presence import PresenceUnavailable, presence_count_for_user
-from notifications.services import event_send_sample
+from notifications.services import event_send_sample, stream_ticket_issue
 from reasonflow.users.selectors import user_get_by_identifier
 
 
@@ -160,4 +164,29 @@ class StatusApi(APIView):
                 "connections": connections,
                 "last_event_id": selectors.event_last_id_for_user(user_id=request.user.id),
             }
+        )
+
+
+class StreamTicketApi(APIView):
+    """POST stream/ticket: a single-use ticket that opens the caller's event stream over
+    server-sent events (PROTOCOL §5), for EventSource, which cannot send a Bearer header."""
+
+    @extend_schema_serializer(component_name="StreamTicket")
+    class OutputSerializer(serializers.Serializer):
+        ticket = serializers.CharField(
+            help_text="GET stream?ticket=<this>: opaque, single use, bound to the caller."
+        )
+        expires_at = serializers.DateTimeField(help_text="Unused, it is refused after this.")
+
+    @extend_schema(request=None, responses={201: OutputSerializer})
+    def post(self, request):
+        token = request.auth
+        ticket, expires_at = stream_ticket_issue(
+            user_id=request.user.id,
+            claims=kept_policy_claims(token),
+            token_expires_at=datetime.fromtimestamp(token["exp"], tz=UTC),
+        )
+        return Response(
+            {"ticket": ticket, "expires_at": format_timestamp(expires_at)},
+            status=status.HTTP_201_CREATED,
         )

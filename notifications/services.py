@@ -1,13 +1,17 @@
-"""Operator actions on the event stream: test events and retention."""
+"""Operator actions on the event stream (test events, retention) and the tickets that open a
+stream over server-sent events."""
 
+import hashlib
+import secrets
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
 from notifications.events import EventType, parse_event_type, sample_data
-from notifications.models import Event
+from notifications.models import Event, StreamTicket
 from notifications.publish import publish_event
 
 
@@ -36,3 +40,40 @@ def event_prune(*, older_than=None) -> int:
     cutoff = timezone.now() - retention
     deleted, _ = Event.objects.filter(created_at__lt=cutoff).delete()
     return deleted
+
+
+def _ticket_digest(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def stream_ticket_issue(
+    *, user_id: uuid.UUID, claims: dict, token_expires_at: datetime
+) -> tuple[str, datetime]:
+    """A new single-use ticket for the user's event stream and when it expires
+    (NOTIFICATIONS_SSE_TICKET_TTL from now, never after the token that asked for it)."""
+    now = timezone.now()
+    expires_at = min(
+        now + timedelta(seconds=settings.NOTIFICATIONS_SSE_TICKET_TTL), token_expires_at
+    )
+    ticket = secrets.token_urlsafe(32)
+    # Tickets of the past are deleted by those of the present: no sweeper to run.
+    StreamTicket.objects.filter(expires_at__lt=now).delete()
+    StreamTicket.objects.create(
+        digest=_ticket_digest(ticket),
+        user_id=user_id,
+        claims=claims,
+        token_expires_at=token_expires_at,
+        expires_at=expires_at,
+    )
+    return ticket, expires_at
+
+
+def stream_ticket_redeem(*, ticket: str) -> StreamTicket | None:
+    """Use up a ticket: its row when it was issued, unused and unexpired, else None. Of two
+    requests with one ticket, on any server process, at most one gets the row."""
+    digest = _ticket_digest(ticket)
+    found = StreamTicket.objects.filter(digest=digest, expires_at__gt=timezone.now()).first()
+    if found is None:
+        return None
+    deleted, _ = StreamTicket.objects.filter(digest=digest).delete()
+    return found if deleted else None
