@@ -35,7 +35,6 @@ from notifications.realtime.connections import registry
 from notifications.realtime.origins import origin_allowed
 from notifications.realtime.stream import EventStream
 from notifications.realtime.subscriber import Subscriber
-from notifications.realtime.timers import Timer
 from notifications.services import stream_ticket_redeem
 
 logger = logging.getLogger(__name__)
@@ -83,34 +82,50 @@ def _unauthorized(reason: str, detail: str) -> Refused:
 class EventStreamConsumer(Subscriber, AsyncConsumer):
     """GET /api/v1/notifications/stream. A Channels consumer that runs its own loop, as the
     socket's does: the request is read and answered in this task, layer messages reach it
-    through its LayerMembership, and the loop's only wait is for the client's disconnect."""
+    through its LayerMembership, and the loop waits for the client's disconnect, sending a
+    ping whenever the stream has been quiet for the ping interval (no timer, no task)."""
 
     transport_name = "sse"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.stream = SseEventStream(self, self._write)
-        self.ping = Timer()
         self.started = False  # the 200 and its headers are sent
+        # The client stopped reading and even `closed` could not be written: give up on it.
+        self.abandoned = False
 
     async def __call__(self, scope, receive, send):
         self.scope, self.channel_layer, self.base_send = scope, get_channel_layer(), send
         try:
             if await self._open(receive):
-                # uvicorn answers http.disconnect when the client goes away or once the
-                # response is complete (close_with): either way, this connection is over.
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                if not self.closing:
-                    self.closing = True
-                    telemetry.socket_closing(self, 1000)  # the client closed its EventSource
+                await self._until_disconnected(receive)
         except StopConsumer:
             pass
         finally:
             self.closing = True
-            self.ping.cancel()
             await self.membership.discard()
             await self.forget()
+
+    async def _until_disconnected(self, receive) -> None:
+        # uvicorn answers http.disconnect when the client goes away or once the response is
+        # complete (close_with): either way, this connection is over.
+        interval = settings.NOTIFICATIONS_SSE_PING_INTERVAL
+        while True:
+            try:
+                async with asyncio.timeout(interval):
+                    message = await receive()
+            except TimeoutError:
+                if self.abandoned:
+                    # Returning unfinished makes uvicorn close the connection (it logs that
+                    # the response was not completed): the client resumes as after a drop.
+                    return
+                await self._ping()
+                continue
+            if message["type"] == "http.disconnect":
+                break
+        if not self.closing:
+            self.closing = True
+            telemetry.socket_closing(self, 1000)  # the client closed its EventSource
 
     async def _write(self, text: str) -> None:
         await self.base_send(
@@ -203,7 +218,6 @@ class EventStreamConsumer(Subscriber, AsyncConsumer):
                 return True
             await self._start_response()
             await self.subscribed(auth, claims, resume, last_event_id)
-            self._schedule_ping()
         return True
 
     async def _start_response(self) -> None:
@@ -228,16 +242,10 @@ class EventStreamConsumer(Subscriber, AsyncConsumer):
 
     # --- heartbeat and closing --------------------------------------------------------------
 
-    def _schedule_ping(self) -> None:
-        if not self.closing:
-            self.ping.schedule(settings.NOTIFICATIONS_SSE_PING_INTERVAL, self._ping)
-
     async def _ping(self) -> None:
         # A comment line: EventSource ignores it, proxies see traffic and keep the stream.
         async with self.stream.lock:
-            sent = await self.stream.send_text(PING)
-        if sent:
-            self._schedule_ping()
+            await self.stream.send_text(PING)
 
     async def close_with(self, code: int) -> None:
         """End the stream with `event: closed` carrying `code`, once; later calls do nothing."""
@@ -245,7 +253,6 @@ class EventStreamConsumer(Subscriber, AsyncConsumer):
             return
         self.closing = True
         self.timer.cancel()
-        self.ping.cancel()
         telemetry.socket_closing(self, code)
         closed = f'event: closed\ndata: {{"code": {int(code)}}}\n\n'.encode()
         try:
@@ -254,9 +261,10 @@ class EventStreamConsumer(Subscriber, AsyncConsumer):
                     await self._start_response()
                 await self.base_send({"type": "http.response.body", "body": closed})
         except TimeoutError:
-            # The client stopped reading (4010): ASGI cannot drop the connection, so the
-            # response stays unfinished until the client goes; it holds nothing meanwhile.
+            # The client stopped reading (4010): leave the registry and the group now; the
+            # loop ends the connection at its next wake-up.
             logger.info("sse client too slow to take its close (user %s)", self.user_id)
+            self.abandoned = True
             registry.remove(self)
             await self.membership.discard()
         except Exception:

@@ -6,7 +6,9 @@ heartbeats, shutdown, and cleanup after a client goes away."""
 
 import asyncio
 import json
+import socket
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -19,7 +21,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from notifications import compat
 from notifications.clients.sse import open_event_stream
 from notifications.close_codes import CloseCode
-from notifications.publish import user_group_name
+from notifications.publish import apublish_event, user_group_name
 from notifications.realtime.connections import registry
 from notifications.realtime.presence import presence_count_for_user, tracker
 from reasonflow.users.services import user_revoke_tokens
@@ -369,3 +371,54 @@ async def test_sockets_and_streams_count_against_one_per_user_cap(server, user, 
     assert code == CloseCode.POLICY and seen == []
     await stream.close()
     await ws.close()
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_resumes_without_loss(
+    server, user, settings
+):
+    settings.NOTIFICATIONS_SEND_TIMEOUT = 0.5
+    settings.NOTIFICATIONS_SSE_PING_INTERVAL = 0.5
+    # A reader with a tiny receive buffer that reads nothing: a frozen tab, a dead mobile link.
+    port = int(server.http_url.rsplit(":", 1)[1])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    request = (
+        "GET /api/v1/notifications/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {access_token_for(user)}\r\n\r\n"
+    )
+    await asyncio.get_running_loop().sock_sendall(sock, request.encode())
+
+    async def streaming() -> bool:
+        return registry.count_for_user(user.id) == 1
+
+    await wait_until(streaming)
+
+    total = 100  # of ~60 KB each: far more than the buffers between the two ends hold
+    for _ in range(total):
+        await apublish_event(
+            user_id=user.id,
+            event_type="email_received",
+            data={"email_id": uuid.uuid4(), "subject": "x" * 60_000, "sender": "bulk@example.com"},
+        )
+    # Too slow (4010): it leaves the registry, its group and presence within the send timeout.
+    await wait_until(registry_emptied, timeout=10)
+    assert group_members(user_group_name(user.id)) == 0
+
+    # What it had buffered is in order from 1; then the connection ends (a drop: resume).
+    received = b""
+    async with asyncio.timeout(30):
+        while chunk := await asyncio.get_running_loop().sock_recv(sock, 65536):
+            received += chunk
+    sock.close()
+    ids = [int(line[4:]) for line in received.split(b"\n") if line.startswith(b"id: ")]
+    assert ids == list(range(1, len(ids) + 1)) and len(ids) < total
+
+    stream = await open_stream(
+        server, access_token_for(user), headers={"Last-Event-ID": str(ids[-1])}
+    )
+    assert json.loads((await stream.next()).data)["recovered"] is True
+    rest = [int((await stream.next()).id) for _ in range(total - len(ids))]
+    assert ids + rest == list(range(1, total + 1))
+    await stream.close()
