@@ -399,7 +399,15 @@ export class NotificationClient {
       this._scheduleReconnect(response.status === 429 ? CloseCode.POLICY : 1006);
       return;
     }
-    const { ticket } = await response.json();
+    let ticket;
+    try {
+      ({ ticket } = await response.json());
+    } catch (error) {
+      this._emit("error", error);
+      this._scheduleReconnect(1006);
+      return;
+    }
+    if (this.state === "closed") return;
     const sentLastEventId = this.lastEventId;
     const url = new URL(this.streamUrl);
     url.searchParams.set("ticket", ticket);
