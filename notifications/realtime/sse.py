@@ -142,12 +142,12 @@ class EventStreamConsumer(Subscriber, AsyncConsumer):
             credentials, last_event_id = self._read_request()
             refused = registry.admit(self)
             if refused is not None:
-                telemetry.socket_refused(refused, self.scope)
+                telemetry.socket_refused(refused, self.scope, self.transport_name)
                 raise Refused(429, {"detail": "Too many connections, retry later."}, refused)
             return await self._authenticate(credentials, last_event_id)
         except Refused as refusal:
             if refusal.status == 401:
-                telemetry.auth_failed(refusal.reason)
+                telemetry.auth_failed(refusal.reason, self.transport_name)
             await self.membership.discard()
             await self._answer(refusal.status, refusal.body)
             return False

@@ -85,7 +85,7 @@ _refusals_logged_at: dict[str, float] = {}
 _refusals_unlogged: dict[str, int] = {}
 
 
-def socket_refused(reason: str, scope: dict) -> None:
+def socket_refused(reason: str, scope: dict, transport_name: str = "websocket") -> None:
     """An upgrade was refused before accept; `reason` is one of connections.REFUSED_*."""
     metrics.CONNECTIONS_REFUSED.labels(reason=reason).inc()
     if reason == REFUSED_PROCESS:
@@ -99,7 +99,8 @@ def socket_refused(reason: str, scope: dict) -> None:
     _refusals_logged_at[reason], _refusals_unlogged[reason] = now, 0
     address = client_address(scope)
     access_log.info(
-        "websocket refused reason=%s client=%s count=%d",
+        "%s refused reason=%s client=%s count=%d",
+        transport_name,
         reason,
         address,
         count,
@@ -107,12 +108,15 @@ def socket_refused(reason: str, scope: dict) -> None:
     )
 
 
-def auth_failed(reason: str) -> None:
+def auth_failed(reason: str, transport_name: str = "websocket") -> None:
     """A socket failed authentication; `reason` is a code literal, never token material."""
     label = metrics.reason_label(reason)
     metrics.AUTH_FAILURES.labels(reason=label).inc()
     access_log.info(
-        "websocket auth failed reason=%s", label, extra={"event": "ws_auth_failed", "reason": label}
+        "%s auth failed reason=%s",
+        transport_name,
+        label,
+        extra={"event": "ws_auth_failed", "reason": label, "transport": transport_name},
     )
 
 
