@@ -1,7 +1,8 @@
 """python -m bench SCENARIO [options]: load-test the notification server as production runs it.
 
-Scenarios: connections, throughput, fanout, mixed, rest, publish_api, publish-cost, or `all` (every
-scenario, with --compare-stock). --before REV adds the project as it was at git revision REV.
+Scenarios: connections, throughput, fanout, mixed, rest, publish_api, publish-cost, or `all`
+(every scenario, with --compare-stock and --sse). --sse adds our server read over server-sent
+events; --before REV adds the project as it was at git revision REV.
 Prints a table and writes bench/results/<timestamp>.json. See docs/performance.md.
 """
 
@@ -37,6 +38,11 @@ def parse_args(argv: list[str]) -> tuple[list[str], Options, str | None]:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("scenario", nargs="+", choices=[*SCENARIOS, "publish-cost", "all"])
     parser.add_argument("--compare-stock", action="store_true", help="also run stock and floor")
+    parser.add_argument(
+        "--sse",
+        action="store_true",
+        help="also read our server over server-sent events (target sse, ratios sse/ours)",
+    )
     parser.add_argument(
         "--before",
         metavar="REV",
@@ -97,6 +103,7 @@ def parse_args(argv: list[str]) -> tuple[list[str], Options, str | None]:
         layer=args.layer,
         server_env=dict(args.server_env),
         compare_stock=args.compare_stock or "all" in args.scenario,
+        sse=args.sse or "all" in args.scenario,
         before=args.before,
         drain=args.drain,
     )

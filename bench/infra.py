@@ -30,6 +30,8 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 # The issue's baseline: the server on one core, everything that loads it on the other.
 SERVER_CPU = 0
+# The target that runs our server but reads it over server-sent events (PROTOCOL §5).
+SSE = "sse"
 LOAD_CPU = 1
 
 
@@ -293,7 +295,8 @@ def _child_setup(cpu: int | None):
 class ServerProcess:
     """One server under test, started in its own session on 127.0.0.1, pinned to SERVER_CPU.
 
-    `kind` is "ours" (`manage.py serve`, exactly as in production), "ours@REV" (the same, in
+    `kind` is "ours" (`manage.py serve`, exactly as in production; "sse" is the same server
+    read over server-sent events), "ours@REV" (the same, in
     the checkout of an earlier revision at `root`), "stock" (bench/stock.py) or "floor"
     (bench/floor.py).
     """
@@ -315,9 +318,13 @@ class ServerProcess:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/api/v1/notifications/ws"
 
+    @property
+    def stream_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1/notifications/stream"
+
     def command(self) -> list[str]:
         port = ["--host", "127.0.0.1", "--port", str(self.port)]
-        if self.kind.partition("@")[0] == "ours":
+        if self.kind.partition("@")[0] in ("ours", SSE):
             return [sys.executable, "manage.py", "serve", "--no-demo", *port]
         return [sys.executable, "-m", f"bench.{self.kind}", *port]
 

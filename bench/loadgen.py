@@ -1,8 +1,10 @@
-"""The load generator's sockets and the arithmetic of a step.
+"""The load generator's sockets and streams, and the arithmetic of a step.
 
 Each socket is an asyncio.Protocol driving websockets' sans-I/O ClientProtocol: no task, no
 future and no JSON parse per received event (an envelope's id is read from its first bytes),
-so one core holds 10,000 sockets and still reads faster than one server core can write.
+so one core holds 10,000 sockets and still reads faster than one server core can write. A
+stream (server-sent events, PROTOCOL §5) is the same over a chunked HTTP response: the id comes
+from its `id:` line.
 """
 
 import asyncio
@@ -10,6 +12,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from websockets.client import ClientProtocol
 from websockets.frames import Opcode
@@ -21,18 +24,43 @@ from bench.infra import collect_garbage_now_only
 ID_PREFIX = b'{"id":'
 
 
-class BenchSocket(asyncio.Protocol):
-    """One client connection: handshake, first-frame auth, then record (id, receipt time)."""
+class BenchConnection(asyncio.Protocol):
+    """What a step reads of a client connection: its user, the (id, receipt time) of each
+    event, `connected` (a future), whether it is open; and close()."""
 
-    def __init__(self, url: str, token: str, user: str) -> None:
-        self.protocol = ClientProtocol(parse_uri(url), max_size=None)
-        self.token = token
+    def __init__(self, user: str) -> None:
         self.user = user
         self.transport: asyncio.Transport | None = None
         self.connected: asyncio.Future = asyncio.get_running_loop().create_future()
         self.last_event_id = 0
         self.received: list[tuple[int, float]] = []
         self.close_code: int | None = None
+
+    def connection_lost(self, exc) -> None:
+        self._fail(exc or ConnectionError("connection lost"))
+        self.transport = None
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.connected.done():
+            self.connected.set_exception(exc)
+            self.connected.exception()  # retrieved: a failed connect is counted, not raised
+
+    @property
+    def open(self) -> bool:
+        return self.transport is not None and self.close_code is None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class BenchSocket(BenchConnection):
+    """One socket: handshake, first-frame auth, then record (id, receipt time)."""
+
+    def __init__(self, url: str, token: str, user: str) -> None:
+        super().__init__(user)
+        self.protocol = ClientProtocol(parse_uri(url), max_size=None)
+        self.token = token
 
     # asyncio.Protocol
 
@@ -63,21 +91,12 @@ class BenchSocket(asyncio.Protocol):
         if self.protocol.close_expected() and self.transport is not None:
             self.transport.close()
 
-    def connection_lost(self, exc) -> None:
-        self._fail(exc or ConnectionError("connection lost"))
-        self.transport = None
-
     # helpers
 
     def _control(self, message: dict) -> None:
         if message.get("type") == "connected" and not self.connected.done():
             self.last_event_id = int(message.get("last_event_id") or 0)
             self.connected.set_result(True)
-
-    def _fail(self, exc: BaseException) -> None:
-        if not self.connected.done():
-            self.connected.set_exception(exc)
-            self.connected.exception()  # retrieved: a failed connect is counted, not raised
 
     def _flush(self) -> None:
         if self.transport is None:
@@ -86,24 +105,76 @@ class BenchSocket(asyncio.Protocol):
             if chunk:
                 self.transport.write(chunk)
 
-    @property
-    def open(self) -> bool:
-        return self.transport is not None and self.close_code is None
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
+class BenchStream(BenchConnection):
+    """One event stream: GET with a Bearer header, then record (id, receipt time) of each
+    event."""
+
+    def __init__(self, url: str, token: str, user: str) -> None:
+        super().__init__(user)
+        parts = urlsplit(url)
+        self.request = (
+            f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+        ).encode()
+        self._head = True
+        self._raw = b""  # the chunked body not decoded yet
+        self._text = b""  # decoded event-stream text not yet split into messages
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        self._raw += data
+        if self._head:
+            end = self._raw.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self._raw.startswith(b"HTTP/1.1 200"):
+                self._fail(ConnectionError(self._raw[:40].decode("latin-1")))
+                self.close()
+                return
+            self._head, self._raw = False, self._raw[end + 4 :]
+        while True:  # chunked transfer coding: size line, data, CRLF
+            end = self._raw.find(b"\r\n")
+            if end < 0:
+                break
+            size = int(self._raw[:end], 16)
+            if len(self._raw) < end + 2 + size + 2:
+                break
+            self._text += self._raw[end + 2 : end + 2 + size]
+            self._raw = self._raw[end + 2 + size + 2 :]
+        *messages, self._text = self._text.split(b"\n\n")
+        for message in messages:
+            if message.startswith(b"id: "):
+                self.received.append((int(message[4 : message.index(b"\n")]), now))
+            elif message.startswith(b"event: connected\n"):
+                content = json.loads(message[message.index(b"data: ") + 6 :])
+                self.last_event_id = int(content.get("last_event_id") or 0)
+                if not self.connected.done():
+                    self.connected.set_result(True)
+            elif message.startswith(b"event: closed\n"):
+                self.close_code = json.loads(message[message.index(b"data: ") + 6 :])["code"]
+                self._fail(ConnectionError(f"closed {self.close_code}"))
 
 
 async def open_sockets(
-    url: str, credentials: list[tuple[str, str]], *, concurrency: int, within: float = 30
-) -> tuple[list[BenchSocket], int, float]:
-    """Open and authenticate one socket per (user, token), `concurrency` at a time.
+    url: str,
+    credentials: list[tuple[str, str]],
+    *,
+    concurrency: int,
+    within: float = 30,
+    kind: type[BenchConnection] = BenchSocket,
+) -> tuple[list[BenchConnection], int, float]:
+    """Open and authenticate one socket (or, with kind=BenchStream and the stream's URL, one
+    event stream) per (user, token), `concurrency` at a time.
 
     Returns the authenticated sockets, the number that failed, and the elapsed seconds.
     """
     loop = asyncio.get_running_loop()
-    parsed = parse_uri(url)
+    parsed = urlsplit(url)
     gate = asyncio.Semaphore(concurrency)
     sockets: list[BenchSocket] = []
     failed = 0
@@ -114,7 +185,7 @@ async def open_sockets(
             try:
                 _, sock = await asyncio.wait_for(
                     loop.create_connection(
-                        lambda: BenchSocket(url, token, user), parsed.host, parsed.port
+                        lambda: kind(url, token, user), parsed.hostname, parsed.port
                     ),
                     within,
                 )

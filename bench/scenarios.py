@@ -25,6 +25,7 @@ from bench import loadgen, publish_api, rest
 from bench.infra import (
     LOAD_CPU,
     ROOT,
+    SSE,
     EarlierRevision,
     ServerProcess,
     ThrowawayDatabase,
@@ -43,6 +44,8 @@ STOCK_SKIPS = {"rest", "publish_api"}
 # `rest` and `publish_api` write their rows with this checkout's ORM into the run's database;
 # an earlier revision (--before) serves a database of its own.
 BEFORE_SKIPS = {"rest", "publish_api"}
+# Over server-sent events only the delivery side differs: REST is the same server's.
+SSE_SKIPS = {"mixed", "rest", "publish_api"}
 
 
 @dataclass
@@ -66,6 +69,7 @@ class Options:
     layer: str = "pubsub"
     server_env: dict[str, str] = field(default_factory=dict)
     compare_stock: bool = False
+    sse: bool = False  # also read our server over server-sent events: the `sse` target
     before: str | None = None  # a git revision: also run the project as it was there
     drain: float = 5.0
 
@@ -78,7 +82,7 @@ class Options:
 
     def targets(self) -> list[str]:
         theirs = ["stock", "floor"] if self.compare_stock else []
-        return [*self.our_targets(), *theirs]
+        return [*self.our_targets(), *([SSE] if self.sse else []), *theirs]
 
 
 # --- the run's resources -------------------------------------------------------------------
@@ -184,7 +188,7 @@ class Bench:
 
     def server_env(self, kind: str) -> dict[str, str]:
         env = {**os.environ, **self.env}
-        if kind in self.options.our_targets():
+        if kind in (*self.options.our_targets(), SSE):
             env.update(self.options.server_env)
         if kind == self.options.before_kind:
             env["DATABASE_URL"] = self.before.db.url
@@ -359,7 +363,7 @@ class Meter:
 
 async def publish_step(
     target: Target,
-    sockets: list[loadgen.BenchSocket],
+    sockets: list[loadgen.BenchConnection],
     users: list[str],
     rate: float,
     count: int,
@@ -391,15 +395,20 @@ async def publish_step(
 
 
 async def open_measured(target: Target, credentials: list[tuple[str, str]]) -> tuple[list, dict]:
-    """Open and authenticate sockets; report connect+auth rate and RSS per socket."""
+    """Open and authenticate sockets (streams, for the sse target); report connect+auth rate
+    and RSS per socket."""
+    if target.kind == SSE:
+        url, kind = target.server.stream_url, loadgen.BenchStream
+    else:
+        url, kind = target.server.ws_url, loadgen.BenchSocket
     # One socket first, so lazily loaded code and the first database connection are not
     # counted as the sockets' memory.
-    warm, _, _ = await loadgen.open_sockets(target.server.ws_url, credentials[:1], concurrency=1)
+    warm, _, _ = await loadgen.open_sockets(url, credentials[:1], concurrency=1, kind=kind)
     loadgen.close_sockets(warm)
     await asyncio.sleep(0.5)
     before = target.server.sample()
     sockets, failed, elapsed = await loadgen.open_sockets(
-        target.server.ws_url, credentials, concurrency=target.bench.options.concurrency
+        url, credentials, concurrency=target.bench.options.concurrency, kind=kind
     )
     await asyncio.sleep(1.0)
     after = target.server.sample()
@@ -623,6 +632,7 @@ async def run_scenario(bench: Bench, scenario: str, progress) -> dict:
             (kind == "floor" and scenario in FLOOR_SKIPS)
             or (kind == "stock" and scenario in STOCK_SKIPS)
             or (kind == bench.options.before_kind and scenario in BEFORE_SKIPS)
+            or (kind == SSE and scenario in SSE_SKIPS)
         ):
             continue
         progress(f"{scenario}: {kind} ...")

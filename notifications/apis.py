@@ -1,8 +1,9 @@
-"""REST endpoints of the event stream: history, status, the staff test trigger, and the publish
-API of other services."""
+"""REST endpoints of the event stream: history, status, stream tickets, the staff test trigger,
+and the publish API of other services."""
 
 import hashlib
 import json
+from datetime import UTC, datetime
 
 from django.db.models import BigIntegerField
 from drf_spectacular.utils import (
@@ -19,7 +20,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from notifications import selectors
-from notifications.events import EventPayloadError, EventType, build_payload
+from notifications.events import EventPayloadError, EventType, build_payload, format_timestamp
+from notifications.realtime.auth import kept_policy_claims
 from notifications.realtime.presence import PresenceUnavailable, presence_count_for_user
 from notifications.service_keys import (
     HasServiceKey,
@@ -35,6 +37,7 @@ from notifications.services import (
     event_send_sample,
     events_publish_for_service,
     publish_receipt_repeat,
+    stream_ticket_issue,
 )
 from reasonflow.api import BoundedListField
 from reasonflow.users.selectors import user_get_by_identifier, user_ids_by_identifier
@@ -394,3 +397,28 @@ def _body_hash(body) -> str:
     """The request body's fingerprint, whatever its key order and spacing."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class StreamTicketApi(APIView):
+    """POST stream/ticket: a single-use ticket that opens the caller's event stream over
+    server-sent events (PROTOCOL §5), for EventSource, which cannot send a Bearer header."""
+
+    @extend_schema_serializer(component_name="StreamTicket")
+    class OutputSerializer(serializers.Serializer):
+        ticket = serializers.CharField(
+            help_text="GET stream?ticket=<this>: opaque, single use, bound to the caller."
+        )
+        expires_at = serializers.DateTimeField(help_text="Unused, it is refused after this.")
+
+    @extend_schema(request=None, responses={201: OutputSerializer})
+    def post(self, request):
+        token = request.auth
+        ticket, expires_at = stream_ticket_issue(
+            user_id=request.user.id,
+            claims=kept_policy_claims(token),
+            token_expires_at=datetime.fromtimestamp(token["exp"], tz=UTC),
+        )
+        return Response(
+            {"ticket": ticket, "expires_at": format_timestamp(expires_at)},
+            status=status.HTTP_201_CREATED,
+        )

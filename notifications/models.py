@@ -171,3 +171,22 @@ class PublishReceipt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.idempotency_key} of {self.service_key_id}"
+
+
+class StreamTicket(models.Model):
+    """A single-use ticket that opens one event stream over server-sent events (PROTOCOL §5):
+    what an EventSource puts in its URL instead of an access token.
+
+    Only the ticket's SHA-256 is stored. It carries what the stream needs of the access token
+    that asked for it: the user, the token's policy claims (so a revocation closes the stream
+    as it would the token's socket) and the token's expiry (the stream ends 4002 there).
+    """
+
+    digest = models.CharField(max_length=64, primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    claims = models.JSONField()
+    token_expires_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"stream ticket of {self.user_id} until {self.expires_at}"

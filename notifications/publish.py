@@ -101,6 +101,7 @@ class _PendingEvent:
             "type": MESSAGE_TYPE,
             "user_id": str(event.user_id),
             "event_id": event.event_id,
+            "event_type": event.type,  # a transport that names each frame (SSE) reads it here
             "envelope": envelope_json(
                 event_id=event.event_id,
                 event_type=event.type,

@@ -1,12 +1,13 @@
-"""Operator actions on the event stream (test events, retention) and the publish API's
-service keys and idempotent batches."""
+"""Operator actions on the event stream (test events, retention), the tickets that open a
+stream over server-sent events, and the publish API's service keys and idempotent batches."""
 
+import hashlib
 import hmac
 import json
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +23,7 @@ from notifications.models import (
     Event,
     PublishReceipt,
     ServiceKey,
+    StreamTicket,
     dump_json,
     service_key_hash,
 )
@@ -241,3 +243,40 @@ def publish_receipt_prune() -> int:
     cutoff = timezone.now() - PUBLISH_RECEIPT_LIFETIME
     deleted, _ = PublishReceipt.objects.filter(created_at__lt=cutoff).delete()
     return deleted
+
+
+def _ticket_digest(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def stream_ticket_issue(
+    *, user_id: uuid.UUID, claims: dict, token_expires_at: datetime
+) -> tuple[str, datetime]:
+    """A new single-use ticket for the user's event stream and when it expires
+    (NOTIFICATIONS_SSE_TICKET_TTL from now, never after the token that asked for it)."""
+    now = timezone.now()
+    expires_at = min(
+        now + timedelta(seconds=settings.NOTIFICATIONS_SSE_TICKET_TTL), token_expires_at
+    )
+    ticket = secrets.token_urlsafe(32)
+    # Tickets of the past are deleted by those of the present: no sweeper to run.
+    StreamTicket.objects.filter(expires_at__lt=now).delete()
+    StreamTicket.objects.create(
+        digest=_ticket_digest(ticket),
+        user_id=user_id,
+        claims=claims,
+        token_expires_at=token_expires_at,
+        expires_at=expires_at,
+    )
+    return ticket, expires_at
+
+
+def stream_ticket_redeem(*, ticket: str) -> StreamTicket | None:
+    """Use up a ticket: its row when it was issued, unused and unexpired, else None. Of two
+    requests with one ticket, on any server process, at most one gets the row."""
+    digest = _ticket_digest(ticket)
+    found = StreamTicket.objects.filter(digest=digest, expires_at__gt=timezone.now()).first()
+    if found is None:
+        return None
+    deleted, _ = StreamTicket.objects.filter(digest=digest).delete()
+    return found if deleted else None

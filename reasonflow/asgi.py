@@ -1,5 +1,6 @@
-"""ASGI entry point: HTTP goes to Django past the throttle gate and a request-body limit,
-WebSocket to the notification consumer past the origin check."""
+"""ASGI entry point: HTTP goes to Django past the throttle gate and a request-body limit
+(the event stream, PROTOCOL §5, to its consumer past the gate), WebSocket to the notification
+consumer past the origin check."""
 
 import json
 import logging
@@ -17,9 +18,13 @@ compat.run_middleware_in_one_hop(django_asgi_app)
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 from notifications.realtime.origins import OriginValidator  # noqa: E402
-from notifications.realtime.routing import websocket_urlpatterns  # noqa: E402
+from notifications.realtime.routing import (  # noqa: E402
+    event_stream_urlpatterns,
+    websocket_urlpatterns,
+)
 from reasonflow.api import body_too_large_detail  # noqa: E402
 from reasonflow.users.throttles import ThrottleGate  # noqa: E402
 
@@ -101,7 +106,9 @@ class BodyLimit:
 application = ProtocolTypeRouter(
     {
         # The gate first: a refused client costs no body read.
-        "http": ThrottleGate(BodyLimit(django_asgi_app)),
+        "http": ThrottleGate(
+            URLRouter([*event_stream_urlpatterns, re_path(r"", BodyLimit(django_asgi_app))])
+        ),
         "websocket": OriginValidator(URLRouter(websocket_urlpatterns)),
     }
 )

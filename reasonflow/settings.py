@@ -347,6 +347,14 @@ NOTIFICATIONS_CATCHUP_INTERVAL = float(os.environ.get("NOTIFICATIONS_CATCHUP_INT
 NOTIFICATIONS_SHUTDOWN_GRACE = float(os.environ.get("NOTIFICATIONS_SHUTDOWN_GRACE", "5"))
 # A killed process's sockets leave every presence count within this many seconds.
 NOTIFICATIONS_PRESENCE_TTL = float(os.environ.get("NOTIFICATIONS_PRESENCE_TTL", "45"))
+# Server-sent events (PROTOCOL §5): a ticket opens a stream within this many seconds (at most
+# 60); an idle stream gets a `: ping` comment this often (at most 15), so proxies keep it.
+NOTIFICATIONS_SSE_TICKET_TTL = min(
+    60.0, float(os.environ.get("NOTIFICATIONS_SSE_TICKET_TTL", "30"))
+)
+NOTIFICATIONS_SSE_PING_INTERVAL = min(
+    15.0, float(os.environ.get("NOTIFICATIONS_SSE_PING_INTERVAL", "15"))
+)
 # /readyz gives up on the database or the channel layer after this many seconds.
 NOTIFICATIONS_READY_TIMEOUT = float(os.environ.get("NOTIFICATIONS_READY_TIMEOUT", "2"))
 

@@ -185,6 +185,7 @@ PRIVATE_NAMES = {
     "_acquired_at_once",
     "_Resumed",
 }
+LOCAL_NAMES_ALLOWED = {"transport"}
 # Underscore attributes that channels-redis objects have; ours must not reuse the names, so
 # that a use of theirs cannot hide behind one of ours.
 CHANNELS_REDIS_PRIVATE = {"_lock"}
@@ -196,6 +197,10 @@ def _private_uses(path: Path) -> set[str]:
         if isinstance(node, ast.Attribute):
             name = node.attr
         elif isinstance(node, ast.Name):
+            # A local or parameter is ours whatever its name (the clients' `transport=`
+            # option); a dependency's private API is reached as an attribute or an import.
+            if node.id in LOCAL_NAMES_ALLOWED:
+                continue
             name = node.id
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             name = node.name

@@ -27,7 +27,8 @@ from notifications.close_codes import CloseCode
 
 OPEN_CONNECTIONS = Gauge(
     "notify_open_connections",
-    "WebSocket connections open now (authenticated or not).",
+    "Connections open now (authenticated or not), by transport (websocket, sse).",
+    ["transport"],
     multiprocess_mode="livesum",
 )
 AUTHENTICATED_USERS = Gauge(
@@ -36,12 +37,14 @@ AUTHENTICATED_USERS = Gauge(
     multiprocess_mode="livesum",
 )
 CONNECTIONS_ACCEPTED = Counter(
-    "notify_connections_accepted", "WebSocket connections accepted (upgrade completed)."
+    "notify_connections_accepted",
+    "Connections accepted (upgrade completed, or event stream started), by transport.",
+    ["transport"],
 )
 CONNECTIONS_CLOSED = Counter(
     "notify_connections_closed",
-    "WebSocket connections closed, by close code (codes outside the contract's: other).",
-    ["code"],
+    "Connections closed, by transport and close code (codes outside the contract's: other).",
+    ["transport", "code"],
 )
 CONNECTIONS_REFUSED = Counter(
     "notify_connections_refused",

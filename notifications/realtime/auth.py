@@ -141,8 +141,18 @@ def _policy_claim_names() -> tuple[str, ...]:
 
 def policy_claims(validated: Token) -> tuple:
     """What an open socket keeps of its token, for claims_pass()."""
-    payload = validated.payload
+    return policy_claims_of(validated.payload)
+
+
+def policy_claims_of(payload: dict) -> tuple:
+    """policy_claims() of a token's payload, or of the dict kept_policy_claims() made."""
     return tuple(payload.get(name, _ABSENT) for name in _policy_claim_names())
+
+
+def kept_policy_claims(validated: Token) -> dict:
+    """The policy claims the token has, as JSON (a stream ticket stores them)."""
+    payload = validated.payload
+    return {name: payload[name] for name in _policy_claim_names() if name in payload}
 
 
 def claims_pass(claims: tuple, user) -> bool:

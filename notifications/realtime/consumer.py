@@ -1,21 +1,20 @@
 """The WebSocket consumer: the socket's lifecycle, first-frame authentication, rate limit and
-token timers. What it sends after "connected" is its EventStream's (stream.py): the stored
-envelopes in id order, gaps filled from the store; it never branches on event types.
+in-band refresh. What it does once its user is known is a Subscriber's (subscriber.py), and
+what it sends after "connected" is its EventStream's (stream.py): the stored envelopes in id
+order, gaps filled from the store; it never branches on event types.
 """
 
 import json
 import logging
-from datetime import datetime
 
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.utils import timezone
 
 from notifications.close_codes import CloseCode
 from notifications.events import format_timestamp
-from notifications.publish import MESSAGE_TYPE, REVOKE_TYPE, user_group_name
+from notifications.publish import user_group_name
 from notifications.realtime import selectors, telemetry
 from notifications.realtime.auth import (
     FirstFrameError,
@@ -28,14 +27,15 @@ from notifications.realtime.auth import (
 )
 from notifications.realtime.connections import registry
 from notifications.realtime.database import read_from_database
-from notifications.realtime.membership import LAYER_LOST, LayerMembership
 from notifications.realtime.stream import EventStream
-from notifications.realtime.timers import FrameBucket, Timer
+from notifications.realtime.subscriber import LAYER_HANDLERS, Subscriber
+from notifications.realtime.timers import FrameBucket
 
 logger = logging.getLogger(__name__)
 
 
-class NotificationConsumer(AsyncJsonWebsocketConsumer):
+class NotificationConsumer(Subscriber, AsyncJsonWebsocketConsumer):
+    transport_name = "websocket"
     # Channels joins these before connect(), i.e. before authentication: keep it empty.
     groups = []
 
@@ -45,16 +45,11 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         "websocket.connect": "websocket_connect",
         "websocket.receive": "websocket_receive",
         "websocket.disconnect": "websocket_disconnect",
-        MESSAGE_TYPE: "notification_event",
-        REVOKE_TYPE: "notification_revoke",
+        **LAYER_HANDLERS,
     }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.user_id = None
-        self.expires_at: datetime | None = None
-        self.closing = False
-        self.timer = Timer()
         self.frames = FrameBucket(
             rate=settings.NOTIFICATIONS_RATE_LIMIT, burst=settings.NOTIFICATIONS_RATE_BURST
         )
@@ -62,10 +57,6 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         self.stream = EventStream(
             self, lambda text: self.base_send({"type": "websocket.send", "text": text})
         )
-        self.claims: tuple = ()  # auth.policy_claims() of the token in use
-        self.opened_at: float | None = None  # telemetry: accepted at (monotonic), close code
-        self.close_code: int | None = None
-        self.membership = LayerMembership(self)
 
     async def __call__(self, scope, receive, send):
         # Channels' own loop waits on the socket and on the channel layer with two tasks per
@@ -81,37 +72,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         except StopConsumer:
             pass
         finally:
-            self.timer.cancel()
-            registry.remove(self)
-            telemetry.socket_closed(self)
-            await self.membership.leave()
-
-    async def dispatch(self, message):
-        # Channels' own dispatch also awaits aclose_old_connections() before every message (a
-        # thread hop); every database read here goes through read_from_database, which
-        # closes stale connections in the thread that uses them. Socket and layer messages
-        # run in different tasks: state shared by sends is guarded by the stream's lock.
-        if message is LAYER_LOST:
-            # A layer that failed may have lost every group (a Redis restart keeps nothing):
-            # no socket of this process can trust its membership, so all of them resume.
-            await registry.close_authenticated(CloseCode.RESTARTING)
-            await self.close_with(CloseCode.RESTARTING)
-            return
-        name = self.HANDLERS.get(message.get("type"))
-        if name is None:
-            logger.warning("dropped a channel message of unknown type %r", message.get("type"))
-            return
-        await self.handle(getattr(self, name)(message))
-
-    async def handle(self, handling) -> None:
-        """Await `handling`; a failure closes the socket 4000 (never a traceback to the client)."""
-        try:
-            await handling
-        except StopConsumer:
-            raise
-        except Exception:
-            logger.exception("notification consumer failed (user %s)", self.user_id)
-            await self.close_with(CloseCode.SERVER_ERROR)
+            await self.forget()
 
     # --- WebSocket lifecycle --------------------------------------------------------------
 
@@ -177,29 +138,8 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
                 telemetry.auth_failed(exc.reason)
                 await self.close_with(CloseCode.INVALID_TOKEN)
                 return
-            if self.closing:
-                return
-            self.claims = policy_claims(validated)
-            self.timer.cancel()
-            self.user_id = auth.user.id
-            self.stream.start(self.user_id, last_event_id=resume.last_event_id)
-            if not registry.authenticate(self):
-                logger.info("websocket refused: user %s has too many connections", self.user_id)
-                await self.close_with(CloseCode.POLICY)
-                return
-            telemetry.socket_authenticated(self)
-            await self.stream.send_json(
-                {
-                    "type": "connected",
-                    "user_id": str(self.user_id),
-                    "last_event_id": resume.last_event_id,
-                    "recovered": resume.recovered,
-                    "expires_at": format_timestamp(auth.expires_at),
-                }
-            )
-            self._set_expiry(auth.expires_at)
-            if last_event_id is not None and resume.recovered:
-                await self.stream.replay(after=last_event_id)
+            if not self.closing:
+                await self.subscribed(auth, policy_claims(validated), resume, last_event_id)
 
     # --- frames after authentication ------------------------------------------------------
 
@@ -237,25 +177,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         await self.stream.send_json(
             {"type": "token_refreshed", "expires_at": format_timestamp(auth.expires_at)}
         )
-        self._set_expiry(auth.expires_at)
-
-    async def notification_event(self, message):
-        await self.stream.deliver(message)
-
-    async def notification_revoke(self, message):
-        # The socket joins its group before its user is read: a revocation that arrives in
-        # between waits for authentication to finish (it holds the lock) instead of being
-        # mistaken for another user's.
-        async with self.stream.lock:
-            pass
-        if message.get("user_id") == self.stream.user_key:
-            await self.revoke()
-
-    async def revoke(self) -> None:
-        """Close 4002: the user's tokens were revoked (logout, new password, deactivation...)."""
-        if not self.closing:
-            logger.info("websocket closed: tokens of user %s revoked", self.user_id)
-            await self.close_with(CloseCode.INVALID_TOKEN)
+        self.follow_expiry(auth.expires_at)
 
     # --- timers and closing ---------------------------------------------------------------
 
@@ -263,28 +185,6 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         if self.user_id is None:
             telemetry.auth_failed("timeout")
             await self.close_with(CloseCode.NO_TOKEN)
-
-    def _set_expiry(self, expires_at: datetime) -> None:
-        self.expires_at = expires_at
-        remaining = (expires_at - timezone.now()).total_seconds()
-        # A token that is already inside the warning window is warned about at once, so a
-        # client that waits for token_expiring always gets the chance to refresh.
-        warning = settings.NOTIFICATIONS_TOKEN_EXPIRY_WARNING
-        self.timer.schedule(max(0.0, remaining - warning), self._token_expiring)
-
-    async def _token_expiring(self) -> None:
-        if self.closing or self.expires_at is None:
-            return
-        await self.stream.send_json(
-            {"type": "token_expiring", "expires_at": format_timestamp(self.expires_at)}
-        )
-        remaining = (self.expires_at - timezone.now()).total_seconds()
-        self.timer.schedule(remaining, self._token_expired)
-
-    async def _token_expired(self) -> None:
-        if not self.closing:
-            logger.info("websocket token expired (user %s)", self.user_id)
-            await self.close_with(CloseCode.INVALID_TOKEN)
 
     async def close_with(self, code: int) -> None:
         """Close the socket with `code` once; later calls do nothing."""

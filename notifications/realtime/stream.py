@@ -4,8 +4,9 @@ It knows the last event id sent, sends one frame at a time (live events, replays
 all go through one lock, so ids never interleave), fills a gap from the store before sending an
 event that skips ahead, and closes the connection 4010 when the client does not take a frame
 within the send timeout. It knows nothing of WebSockets: a transport gives it `write(text)`
-(an awaitable that writes one frame) and a connection with `closing` and `close_with(code)`,
-so a second transport (server-sent events) can reuse it.
+(an awaitable that writes one frame) and a connection with `closing` and `close_with(code)`;
+a transport whose frames are not the bare JSON (server-sent events, sse.py) overrides
+`event_frame` and `control_frame`.
 """
 
 import asyncio
@@ -64,7 +65,7 @@ class EventStream:
         ):
             return False
         try:
-            rest = compat.run_until_blocked(self.write(message["envelope"]))
+            rest = compat.run_until_blocked(self.write(self.event_frame(message)))
         except Exception:
             # Nothing was written: the ordinary way sends again and handles the failure.
             self.lock.release()
@@ -97,7 +98,7 @@ class EventStream:
                 # The layer dropped or reordered something: the store has every committed event.
                 telemetry.gap_filled()
                 await self.send_from_store(up_to=event_id - 1)
-            if await self.send_text(message["envelope"]):
+            if await self.send_text(self.event_frame(message)):
                 self._sent(message)
 
     def _sent(self, message: dict) -> None:
@@ -123,14 +124,29 @@ class EventStream:
                 user_id=self.user_id, after=self.last_event_id, limit=batch, up_to=up_to
             )
             for event in events:
-                if not await self.send_text(event.envelope_json()):
+                frame = self.stored_event_frame(event.event_id, event.type, event.envelope_json())
+                if not await self.send_text(frame):
                     return
                 self.last_event_id = event.event_id
             if len(events) < batch:
                 return
 
     async def send_json(self, content: dict) -> bool:
-        return await self.send_text(json.dumps(content))
+        """Send a control frame ({"type": "connected" | "token_expiring" | ..., ...})."""
+        return await self.send_text(self.control_frame(content))
+
+    # --- frames: a socket sends the JSON itself -------------------------------------------
+
+    def event_frame(self, message: dict) -> str:
+        """The frame of a live event (a channel-layer message)."""
+        return message["envelope"]
+
+    def stored_event_frame(self, event_id: int, event_type: str, envelope: str) -> str:
+        """The frame of an event read from the store."""
+        return envelope
+
+    def control_frame(self, content: dict) -> str:
+        return json.dumps(content)
 
     async def send_text(self, text: str) -> bool:
         """Send one frame; a client that has not taken it within the send timeout is too

@@ -20,17 +20,22 @@ logger = logging.getLogger(__name__)
 
 def socket_accepted(consumer) -> None:
     consumer.opened_at = time.monotonic()
-    metrics.CONNECTIONS_ACCEPTED.inc()
-    metrics.OPEN_CONNECTIONS.inc()
+    metrics.CONNECTIONS_ACCEPTED.labels(transport=consumer.transport_name).inc()
+    metrics.OPEN_CONNECTIONS.labels(transport=consumer.transport_name).inc()
 
 
 def socket_authenticated(consumer) -> None:
     metrics.AUTHENTICATED_USERS.set(len(registry.by_user))
     tracker.changed()
     access_log.info(
-        "websocket open user=%s",
+        "%s open user=%s",
+        consumer.transport_name,
         consumer.user_id,
-        extra={"event": "ws_open", "user_id": str(consumer.user_id)},
+        extra={
+            "event": "ws_open",
+            "user_id": str(consumer.user_id),
+            "transport": consumer.transport_name,
+        },
     )
 
 
@@ -48,18 +53,28 @@ def socket_closed(consumer) -> None:
     consumer.opened_at = None
     code = 1006 if code is None else code  # no close frame seen: abnormal closure
     duration = round(time.monotonic() - opened_at, 3)
-    metrics.OPEN_CONNECTIONS.dec()
-    metrics.CONNECTIONS_CLOSED.labels(code=metrics.close_code_label(code)).inc()
+    transport = consumer.transport_name
+    metrics.OPEN_CONNECTIONS.labels(transport=transport).dec()
+    metrics.CONNECTIONS_CLOSED.labels(
+        transport=transport, code=metrics.close_code_label(code)
+    ).inc()
     user_id = None if consumer.user_id is None else str(consumer.user_id)
     if user_id is not None:
         metrics.AUTHENTICATED_USERS.set(len(registry.by_user))
         tracker.changed()
     access_log.info(
-        "websocket close user=%s code=%s duration=%.3fs",
+        "%s close user=%s code=%s duration=%.3fs",
+        transport,
         user_id,
         code,
         duration,
-        extra={"event": "ws_close", "user_id": user_id, "close_code": code, "duration_s": duration},
+        extra={
+            "event": "ws_close",
+            "user_id": user_id,
+            "close_code": code,
+            "duration_s": duration,
+            "transport": transport,
+        },
     )
 
 
@@ -70,7 +85,7 @@ _refusals_logged_at: dict[str, float] = {}
 _refusals_unlogged: dict[str, int] = {}
 
 
-def socket_refused(reason: str, scope: dict) -> None:
+def socket_refused(reason: str, scope: dict, transport_name: str = "websocket") -> None:
     """An upgrade was refused before accept; `reason` is one of connections.REFUSED_*."""
     metrics.CONNECTIONS_REFUSED.labels(reason=reason).inc()
     if reason == REFUSED_PROCESS:
@@ -84,7 +99,8 @@ def socket_refused(reason: str, scope: dict) -> None:
     _refusals_logged_at[reason], _refusals_unlogged[reason] = now, 0
     address = client_address(scope)
     access_log.info(
-        "websocket refused reason=%s client=%s count=%d",
+        "%s refused reason=%s client=%s count=%d",
+        transport_name,
         reason,
         address,
         count,
@@ -92,12 +108,15 @@ def socket_refused(reason: str, scope: dict) -> None:
     )
 
 
-def auth_failed(reason: str) -> None:
+def auth_failed(reason: str, transport_name: str = "websocket") -> None:
     """A socket failed authentication; `reason` is a code literal, never token material."""
     label = metrics.reason_label(reason)
     metrics.AUTH_FAILURES.labels(reason=label).inc()
     access_log.info(
-        "websocket auth failed reason=%s", label, extra={"event": "ws_auth_failed", "reason": label}
+        "%s auth failed reason=%s",
+        transport_name,
+        label,
+        extra={"event": "ws_auth_failed", "reason": label, "transport": transport_name},
     )
 
 

@@ -36,7 +36,7 @@ def report(tmp_path_factory):
         pytest.skip(f"the benchmark needs PostgreSQL at {POSTGRES_ADMIN_URL}")
     path = tmp_path_factory.mktemp("bench") / "report.json"
     command = [sys.executable, "-m", "bench", "connections", "throughput", "fanout", "mixed"]
-    command += ["--compare-stock", "--users", "10", "--connections", "20"]
+    command += ["--compare-stock", "--sse", "--users", "10", "--connections", "20"]
     command += ["--rates", "50,100", "--duration", "1", "--fanout-sockets", "20"]
     command += ["--fanout-repeats", "5", "--mixed-users", "10", "--mixed-rates", "20"]
     command += ["--concurrency", "10", "--json", str(path)]
@@ -72,7 +72,7 @@ def assert_all_sockets_opened(result: dict, count: int) -> None:
 @shares_the_run
 def test_connections_opens_every_socket_and_each_gets_its_users_event(report):
     results = report["scenarios"]["connections"]
-    assert set(results) == {"ours", "stock", "floor"}
+    assert set(results) == {"ours", "sse", "stock", "floor"}
     for result in results.values():
         assert_all_sockets_opened(result, 20)
         assert_step_delivered_everything(result["check"])
@@ -103,7 +103,8 @@ def test_fanout_reaches_every_socket_every_time(report):
 @shares_the_run
 def test_mixed_rest_requests_publish_to_the_sockets(report):
     results = report["scenarios"]["mixed"]
-    assert set(results) == {"ours", "stock"}  # the floor has no REST API
+    # The floor has no REST API; the sse target's REST is ours.
+    assert set(results) == {"ours", "stock"}
     for result in results.values():
         (step,) = result["steps"]
         assert step["http_errors"] == 0
@@ -113,14 +114,15 @@ def test_mixed_rest_requests_publish_to_the_sockets(report):
 
 
 @shares_the_run
-def test_ratios_compare_ours_with_stock_and_floor(report):
+def test_ratios_compare_ours_with_stock_and_floor_and_sse_with_ours(report):
     for scenario in ("connections", "throughput", "fanout"):
         ratios = report["ratios"][scenario]
-        assert set(ratios) == {"ours/stock", "ours/floor"}
+        assert set(ratios) == {"ours/stock", "ours/floor", "sse/ours"}
         for ratio in ratios.values():
             assert ratio["p99"] > 0 and ratio["rss_per_socket"] is not None
             # None when either side used less than one 10 ms /proc tick in a tiny run.
             assert ratio["cpu_per_event"] is None or ratio["cpu_per_event"] > 0
+        assert report["ratios"][scenario]["sse/ours"]["connect_rate"] > 0
 
 
 @shares_the_run

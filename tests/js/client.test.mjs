@@ -10,6 +10,7 @@ import {
   backoffCeiling,
   backoffDelay,
 } from "../../notifications/clients/js/client.js";
+import { TestEventSource } from "./eventsource.mjs";
 import { Live, closedPort, memoryStorage, waitFor } from "./live.mjs";
 
 /** Count the sockets a client opens (the real WebSocket underneath). */
@@ -232,51 +233,126 @@ describe("against a live server", () => {
     client.close();
   });
 
-  test("resume across a server restart loses and duplicates nothing", async () => {
+  for (const transport of ["websocket", "sse"]) {
+    test(`resume across a server restart loses and duplicates nothing (${transport})`, async () => {
+      const user = await live.register();
+      const storage = memoryStorage();
+      const client = new NotificationClient({
+        url: live.ws_url,
+        getToken: async () => (await live.login(user.email, user.password)).access,
+        storage,
+        network: null,
+        backoffInitial: 100,
+        backoffMax: 400,
+        transport,
+        EventSource: TestEventSource,
+      });
+      const transports = new Set();
+      client.on("state", (change) => transports.add(change.transport));
+      const ids = [];
+      client.on("*", (event) => ids.push(event.id));
+      const connections = [];
+      client.on("connected", (info) => connections.push(info));
+      await client.connect();
+
+      const first = waitFor(client, "email_received");
+      await live.sendTestEvent(staff.access, user.email, "email_received");
+      await first;
+      assert.equal(storage.getItem("reasonflow.notifications.lastEventId"), "1");
+
+      const reconnecting = waitFor(client, "state", (s) => s.state === "reconnecting");
+      await live.command("stop");
+      await reconnecting;
+      const published = await live.command("publish", {
+        email: user.email,
+        type: "draft_ready",
+        count: 3,
+      });
+      assert.deepEqual(published.ids, [2, 3, 4]);
+      const reconnected = waitFor(client, "connected", () => true, 30000);
+      await live.command("start");
+      const resumed = await reconnected;
+      assert.equal(resumed.recovered, true);
+      assert.equal(resumed.resumed, true);
+
+      const sentLive = waitFor(client, "email_sent");
+      const live5 = await live.sendTestEvent(staff.access, user.email, "email_sent");
+      await sentLive;
+      assert.equal(live5.id, 5);
+      assert.deepEqual(ids, [1, 2, 3, 4, 5]);
+      assert.equal(connections.length, 2);
+      assert.equal(storage.getItem("reasonflow.notifications.lastEventId"), "5");
+      assert.deepEqual([...transports], [transport]);
+      client.close();
+    });
+  }
+
+  test("auto: a WebSocket that cannot be made falls back to SSE, then returns to it", async () => {
     const user = await live.register();
-    const storage = memoryStorage();
+    let blocked = true;
+    class Blockable extends WebSocket {
+      constructor(url, protocols) {
+        if (blocked) throw new Error("WebSocket is blocked");
+        super(url, protocols);
+      }
+    }
     const client = new NotificationClient({
       url: live.ws_url,
-      getToken: async () => (await live.login(user.email, user.password)).access,
-      storage,
+      token: user.access,
+      storage: memoryStorage(),
       network: null,
-      backoffInitial: 100,
-      backoffMax: 400,
+      backoffInitial: 20,
+      backoffMax: 50,
+      WebSocket: Blockable,
+      EventSource: TestEventSource,
+      websocketRetryInterval: 300,
+    });
+    const connectedOver = [];
+    client.on("state", (change) => {
+      if (change.state === "connected") connectedOver.push(change.transport);
     });
     const ids = [];
     client.on("*", (event) => ids.push(event.id));
-    const connections = [];
-    client.on("connected", (info) => connections.push(info));
     await client.connect();
-
+    assert.equal(client.activeTransport, "sse");
     const first = waitFor(client, "email_received");
     await live.sendTestEvent(staff.access, user.email, "email_received");
     await first;
-    assert.equal(storage.getItem("reasonflow.notifications.lastEventId"), "1");
 
-    const reconnecting = waitFor(client, "state", (s) => s.state === "reconnecting");
-    await live.command("stop");
-    await reconnecting;
-    const published = await live.command("publish", {
-      email: user.email,
-      type: "draft_ready",
-      count: 3,
-    });
-    assert.deepEqual(published.ids, [2, 3, 4]);
-    const reconnected = waitFor(client, "connected", () => true, 30000);
-    await live.command("start");
-    const resumed = await reconnected;
-    assert.equal(resumed.recovered, true);
-    assert.equal(resumed.resumed, true);
-
-    const sentLive = waitFor(client, "email_sent");
-    const live5 = await live.sendTestEvent(staff.access, user.email, "email_sent");
-    await sentLive;
-    assert.equal(live5.id, 5);
-    assert.deepEqual(ids, [1, 2, 3, 4, 5]);
-    assert.equal(connections.length, 2);
-    assert.equal(storage.getItem("reasonflow.notifications.lastEventId"), "5");
+    blocked = false;
+    await waitFor(client, "state", (change) => change.state === "connected" && change.transport === "websocket");
+    const second = waitFor(client, "draft_ready");
+    await live.sendTestEvent(staff.access, user.email, "draft_ready");
+    await second;
+    assert.deepEqual(ids, [1, 2]);
+    assert.deepEqual(connectedOver, ["sse", "websocket"]);
     client.close();
+  });
+
+  test("transport: websocket never falls back", async () => {
+    const user = await live.register();
+    class Blocked {
+      constructor() {
+        throw new Error("WebSocket is blocked");
+      }
+    }
+    const client = new NotificationClient({
+      url: live.ws_url,
+      token: user.access,
+      storage: memoryStorage(),
+      network: null,
+      backoffInitial: 10,
+      backoffMax: 20,
+      WebSocket: Blocked,
+      EventSource: TestEventSource,
+      transport: "websocket",
+    });
+    const seen = states(client);
+    client.connect();
+    await waitFor(client, "state", () => seen.filter((s) => s.state === "reconnecting").length >= 4);
+    client.close();
+    assert.ok(seen.every((s) => s.transport === "websocket"));
+    assert.ok(!seen.some((s) => s.state === "connected"));
   });
 
   test("the last event id survives in storage: a new client resumes from it", async () => {

@@ -18,6 +18,7 @@ from asgiref.sync import sync_to_async
 from rest_framework_simplejwt.tokens import AccessToken
 from websockets.exceptions import InvalidStatus
 
+from notifications.clients.sse import open_event_stream
 from tests.support.demo_server import DemoServer, api
 from tests.support.live import ROOT, LiveServer
 from tests.support.live_clients import ws_connect
@@ -52,6 +53,19 @@ def nginx_config(listen_port: int, upstream_ports: list[int], workdir: Path) -> 
     )
 
 
+async def send_demo_event(base: str, staff: str) -> dict:
+    status, body = await asyncio.to_thread(
+        api,
+        base,
+        "POST",
+        "notifications/test",
+        token=staff,
+        body={"user": "demo@reasonflow.local", "type": "email_received"},
+    )
+    assert status == 201
+    return body
+
+
 @pytest.fixture
 def proxied(redis_url):
     with DemoServer(env={"REDIS_URL": redis_url}) as first:
@@ -78,15 +92,7 @@ async def test_sockets_and_rest_work_through_the_nginx_config(proxied):
     staff = server.login()["access"]
 
     sockets = [ws for ws, _ in await asyncio.gather(*(ws_connect(ws_url, staff) for _ in range(6)))]
-    status, body = await asyncio.to_thread(
-        api,
-        base,
-        "POST",
-        "notifications/test",
-        token=staff,
-        body={"user": "demo@reasonflow.local", "type": "email_received"},
-    )
-    assert status == 201
+    body = await send_demo_event(base, staff)
     for ws in sockets:
         assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == body["event"]
 
@@ -94,6 +100,35 @@ async def test_sockets_and_rest_work_through_the_nginx_config(proxied):
         await websockets.connect(ws_url, origin="https://evil.example.com", open_timeout=10)
     assert refused.value.response.status_code == 403
     await asyncio.gather(*(ws.close() for ws in sockets))
+
+
+async def test_the_event_stream_is_not_buffered_through_the_nginx_config(proxied):
+    server, port = proxied
+    base = f"http://127.0.0.1:{port}"
+    staff = server.login()["access"]
+    streams = []
+    for _ in range(4):  # both upstreams
+        response = await open_event_stream(
+            f"{base}/api/v1/notifications/stream", headers={"Authorization": f"Bearer {staff}"}
+        )
+        assert response.status == 200
+        messages = response.messages().__aiter__()
+        assert (await asyncio.wait_for(anext(messages), 10)).event == "connected"
+        streams.append((response, messages))
+
+    body = await send_demo_event(base, staff)
+    for response, messages in streams:
+        # One event, arriving alone: a buffering proxy would hold it back.
+        message = await asyncio.wait_for(anext(messages), 5)
+        assert json.loads(message.data) == body["event"]
+        await response.close()
+
+    foreign = await open_event_stream(
+        f"{base}/api/v1/notifications/stream",
+        headers={"Authorization": f"Bearer {staff}", "Origin": "https://evil.example.com"},
+    )
+    assert foreign.status == 403
+    await foreign.close()
 
 
 @pytest.fixture

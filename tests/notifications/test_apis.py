@@ -1,10 +1,15 @@
-"""REST endpoints of the event stream: history and the staff test trigger."""
+"""REST endpoints of the event stream: history, stream tickets and the staff test trigger."""
+
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
 
 from notifications.events import EventType, sample_data
-from notifications.models import Event
+from notifications.models import Event, StreamTicket
 from notifications.publish import publish_event
 
 pytestmark = pytest.mark.django_db
@@ -174,3 +179,27 @@ def test_test_trigger_needs_authentication(api_client, user):
         "/api/v1/notifications/test", {"user": str(user.id), "type": "draft_ready"}, format="json"
     )
     assert response.status_code == 401
+
+
+# --- stream tickets (PROTOCOL §5) -------------------------------------------------------------
+
+
+def test_a_stream_ticket_is_issued_for_the_caller_and_stored_hashed(api_client, user, settings):
+    token = AccessToken.for_user(user)
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    response = api_client.post("/api/v1/notifications/stream/ticket")
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == {"ticket", "expires_at"} and len(body["ticket"]) >= 32
+    expires_at = parse_datetime(body["expires_at"])
+    ttl = timedelta(seconds=settings.NOTIFICATIONS_SSE_TICKET_TTL)
+    assert timezone.now() < expires_at <= timezone.now() + ttl <= timezone.now() + timedelta(60)
+    (stored,) = StreamTicket.objects.all()
+    assert stored.user_id == user.id and body["ticket"] not in stored.digest
+    assert stored.token_expires_at.timestamp() == token["exp"]
+
+
+def test_a_stream_ticket_needs_a_bearer_token(api_client):
+    response = api_client.post("/api/v1/notifications/stream/ticket")
+    assert response.status_code == 401
+    assert "detail" in response.json()

@@ -12,6 +12,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from tests.support.browser import launch_chromium, record_failed_responses
 from tests.support.demo_server import DEMO_EMAIL, DEMO_PASSWORD, DemoServer, api
+from tests.support.proxy import UpgradeBlockingProxy
 
 pytestmark = pytest.mark.live
 
@@ -420,3 +421,62 @@ def test_the_favicon_is_served_and_no_request_fails(page, server):
     assert favicon.status == 200
     assert favicon.headers["content-type"] in {"image/x-icon", "image/vnd.microsoft.icon"}
     assert favicon.body()[:4] == b"\x00\x00\x01\x00"  # an ICO file
+
+
+# --- WebSocket blocked: the event stream (PROTOCOL §5) -----------------------------------------
+
+# What a page sees where an extension or policy forbids WebSockets.
+NO_WEBSOCKET = "window.WebSocket = function () { throw new Error('WebSocket is blocked'); };"
+
+
+def assert_live_over_sse_across_a_restart(page, server: DemoServer, email: str) -> None:
+    state = page.locator("#state")
+    expect(state).to_have_attribute("data-transport", "sse")
+    expect(state).to_contain_text("SSE")
+    page.click("[data-action=sync]")
+    expect(page.locator("#action-status")).to_contain_text("Sync stored")
+    before = feed_ids(page)
+    assert before and before == list(range(1, len(before) + 1))
+
+    server.stop()
+    expect(state).to_have_attribute("data-state", re.compile("reconnecting|connecting"))
+    missed = server.publish_direct(email=email, event_type="email_received", count=3)
+    server.start_again()
+    expect(state).to_have_attribute("data-state", "connected", timeout=45_000)
+    expect(state).to_have_attribute("data-transport", "sse")
+    expect(page.locator("#feed li[data-event-id]")).to_have_count(len(before) + 3)
+    assert feed_ids(page) == list(range(1, len(before) + 4))
+    assert missed == feed_ids(page)[-3:]
+    # And live again after the restart.
+    page.click("[data-action=sync]")
+    expect(page.locator("#feed li[data-event-id]")).to_have_count(
+        len(before) + 3 + len(before), timeout=30_000
+    )
+
+
+def test_with_websocket_forbidden_the_console_streams_over_sse_across_a_restart(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(TIMEOUT_MS)
+    context.add_init_script(NO_WEBSOCKET)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    email, password = new_demo_user(server)
+    try:
+        log_in(page, server, email, password)
+        assert_live_over_sse_across_a_restart(page, server, email)
+    finally:
+        context.close()
+    assert errors == []
+
+
+def test_behind_a_proxy_that_drops_upgrades_the_console_falls_back_to_sse(page, server):
+    email, password = new_demo_user(server)
+    with UpgradeBlockingProxy(server.port, mode="drop") as proxy:
+        page.goto(proxy.http_url + "/")
+        page.fill("#email", email)
+        page.fill("#password", password)
+        page.click("#login-form button[type=submit]")
+        expect(page.locator("#state")).to_have_attribute("data-state", "connected")
+        assert proxy.blocked >= 2  # two upgrades failed without a close frame, then SSE
+        assert_live_over_sse_across_a_restart(page, server, email)

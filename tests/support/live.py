@@ -1,6 +1,8 @@
 """A real server on 127.0.0.1 for end-to-end tests, run as a separate process with the project's
 own command (`manage.py serve --no-demo`: migrate, then uvicorn as in production)."""
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -98,3 +100,28 @@ class LiveServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@contextlib.asynccontextmanager
+async def notify_server_here():
+    """NotifyServer (the production uvicorn config) on 127.0.0.1 in this event loop, serving
+    the test database: the test sees its registry, groups and presence. Stopped on exit."""
+    from notifications.realtime.server import NotifyServer, server_config
+    from tests.support.ws import wait_until
+
+    port = free_port()
+    server = NotifyServer(server_config(host="127.0.0.1", port=port))
+    server.http_url = f"http://127.0.0.1:{port}"
+    server.ws_url = f"ws://127.0.0.1:{port}/api/v1/notifications/ws"
+    server.stream_url = f"{server.http_url}/api/v1/notifications/stream"
+    serving = asyncio.create_task(server.serve())
+
+    async def started():
+        return server.started
+
+    await wait_until(started, timeout=10)
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        await serving

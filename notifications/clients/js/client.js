@@ -1,8 +1,15 @@
 /**
- * ReasonFlow notification client: one WebSocket per instance, speaking PROTOCOL.md §1–§3.
+ * ReasonFlow notification client: one connection per instance, speaking PROTOCOL.md §1–§3 over
+ * a WebSocket, or §5 (server-sent events) where WebSocket upgrades are blocked.
  *
  * An ES module with no dependencies and no build step. It runs in browsers and in Node (20+ with
  * `--experimental-websocket`, or any WHATWG-style WebSocket passed as `options.WebSocket`).
+ *
+ * `transport: "auto"` (the default) uses the WebSocket; after two upgrades in a row fail
+ * without a close frame (or the constructor throws) it falls back to the event stream, with a
+ * single-use ticket and `EventSource` (an access token never goes in a URL), and tries the
+ * WebSocket again every `websocketRetryInterval` ms. Resume ids carry across; `on(...)` and the
+ * events are the same whatever the transport.
  *
  * @example
  * import { NotificationClient } from "/static/notifications/client.js";
@@ -35,6 +42,35 @@ const AUTH_CLOSE_CODES = new Set([CloseCode.NO_TOKEN, CloseCode.INVALID_TOKEN]);
 /** The client closes a socket that stopped answering pings with this (application) code. */
 const CLIENT_GAVE_UP = 4000;
 
+/** auto: this many failed upgrades in a row mean something in between blocks WebSockets. */
+const FAILED_UPGRADES_BEFORE_FALLBACK = 2;
+
+/** The event types of the catalogue (PROTOCOL §2): EventSource dispatches by name. */
+export const EVENT_TYPES = Object.freeze([
+  "email_received",
+  "email_classified",
+  "draft_ready",
+  "draft_approved",
+  "draft_rejected",
+  "email_sent",
+  "batch_progress",
+  "batch_complete",
+]);
+
+/**
+ * The event stream's URL (PROTOCOL §5) next to a socket's: ws[s]://HOST/.../ws -> http[s]://HOST/.../stream.
+ *
+ * @param {string} url
+ * @returns {string}
+ */
+export function streamUrlFor(url) {
+  const parsed = new URL(url);
+  parsed.protocol = parsed.protocol === "wss:" ? "https:" : parsed.protocol === "ws:" ? "http:" : parsed.protocol;
+  parsed.pathname = parsed.pathname.replace(/\/ws\/?$/, "/stream");
+  parsed.search = "";
+  return parsed.toString();
+}
+
 /**
  * @typedef {"idle"|"connecting"|"connected"|"reconnecting"|"offline"|"auth_failed"|"closed"} ConnectionState
  *
@@ -44,6 +80,7 @@ const CLIENT_GAVE_UP = 4000;
  * @property {number|null} delay   ms until the next attempt, while `reconnecting`
  * @property {number|null} retryAt `now()` value of the next attempt, while `reconnecting`
  * @property {number|null} code    close code that caused this state, when there was one
+ * @property {"websocket"|"sse"} transport the transport in use (or being tried)
  *
  * @typedef {object} Envelope
  * @property {number} id           per-user event id (PROTOCOL §3)
@@ -86,6 +123,11 @@ const CLIENT_GAVE_UP = 4000;
  * @property {Partial<Timers>} [timers]       default: the global timers and Date.now
  * @property {() => number} [random]          in [0, 1), default Math.random
  * @property {Network|null} [network]         default: navigator.onLine and window "online"
+ * @property {"auto"|"websocket"|"sse"} [transport] default "auto"
+ * @property {string} [streamUrl]             default: `url` with /ws turned into /stream
+ * @property {typeof EventSource} [EventSource] default: globalThis.EventSource
+ * @property {typeof fetch} [fetch]           for the stream's ticket; default globalThis.fetch
+ * @property {number} [websocketRetryInterval] ms between WebSocket tries on the fallback, default 60000
  */
 
 /**
@@ -141,8 +183,24 @@ export class NotificationClient {
     this.url = options.url;
     this._getToken = options.getToken || null;
     this._token = options.token || null;
+    this.transport = options.transport || "auto";
+    if (!["auto", "websocket", "sse"].includes(this.transport)) {
+      throw new TypeError(`transport must be "auto", "websocket" or "sse", not ${this.transport}`);
+    }
     this._WebSocket = options.WebSocket || globalThis.WebSocket;
-    if (!this._WebSocket) throw new TypeError("no WebSocket implementation available");
+    this._EventSource = options.EventSource || globalThis.EventSource;
+    this._fetch = options.fetch || globalThis.fetch?.bind(globalThis);
+    if (!this._WebSocket && this.transport === "websocket") {
+      throw new TypeError("no WebSocket implementation available");
+    }
+    if ((!this._EventSource || !this._fetch) && this.transport === "sse") {
+      throw new TypeError("no EventSource or fetch implementation available");
+    }
+    this.streamUrl = options.streamUrl || streamUrlFor(this.url);
+    this._websocketRetryInterval = options.websocketRetryInterval ?? 60000;
+    /** @type {"websocket"|"sse"} the transport in use, or the next to try */
+    this.activeTransport = this.transport === "sse" ? "sse" : "websocket";
+    this._failedUpgrades = this._WebSocket ? 0 : FAILED_UPGRADES_BEFORE_FALLBACK;
     const timers = options.timers || {};
     this._timers = {
       setTimeout: timers.setTimeout || ((fn, ms) => setTimeout(fn, ms)),
@@ -171,7 +229,10 @@ export class NotificationClient {
     this.lastEventId = options.lastEventId ?? this._loadLastEventId();
 
     this._ws = null;
-    this._timer = { retry: null, ping: null, pong: null, refresh: null, connect: null };
+    this._source = null; // the EventSource while the event stream is in use
+    this._live = false; // the current connection got its `connected`
+    this._probe = null; // a WebSocket tried in the background while on the event stream
+    this._timer = { retry: null, ping: null, pong: null, refresh: null, connect: null, probe: null };
     this._expiresAt = null;
     this._refreshing = false;
     this._authRetried = false;
@@ -228,6 +289,10 @@ export class NotificationClient {
     this._stopOnline?.();
     this._stopOnline = null;
     this._dropSocket(CloseCode.NORMAL, "client closed");
+    this._source?.close();
+    this._source = null;
+    this._probe?.close();
+    this._probe = null;
     this._setState("closed");
     this._rejectReady?.(new Error("client closed"));
   }
@@ -259,15 +324,23 @@ export class NotificationClient {
       return;
     }
     if (this.state === "closed") return;
+    this.activeTransport = this._nextTransport();
+    if (this.activeTransport === "sse") {
+      this._openStream(token);
+      return;
+    }
     let ws;
     try {
       ws = new this._WebSocket(this.url);
     } catch (error) {
+      // A page or extension that forbids WebSockets: no upgrade will ever work here.
+      this._failedUpgrades = FAILED_UPGRADES_BEFORE_FALLBACK;
       this._emit("error", error);
       this._scheduleReconnect(null);
       return;
     }
     this._ws = ws;
+    this._live = false;
     const sentLastEventId = this.lastEventId;
     this._timer.connect = this._timers.setTimeout(() => {
       if (this._ws === ws) this._abandon(ws, "connect timeout");
@@ -281,13 +354,168 @@ export class NotificationClient {
       if (this._ws === ws) this._receive(ws, message.data, token, sentLastEventId);
     };
     ws.onclose = (event) => {
-      if (this._ws === ws) this._closed(event.code, token);
+      if (this._ws !== ws) return;
+      if (event.code === 1006 && !this._live) this._failedUpgrades += 1;
+      this._closed(event.code, token);
     };
     ws.onerror = () => {
       // Errors only come with abnormal closures (1006), and some implementations (Node 20's)
       // fire no close event after a failed handshake: decide here rather than wait.
-      if (this._ws === ws) this._abandon(ws, "socket error");
+      if (this._ws !== ws) return;
+      if (!this._live) this._failedUpgrades += 1; // no close frame, never connected
+      this._abandon(ws, "socket error");
     };
+  }
+
+  _nextTransport() {
+    if (this.transport !== "auto") return this.transport;
+    return this._failedUpgrades >= FAILED_UPGRADES_BEFORE_FALLBACK && this._EventSource && this._fetch
+      ? "sse"
+      : "websocket";
+  }
+
+  // --- the event stream (PROTOCOL §5) -------------------------------------------------------
+
+  async _openStream(token) {
+    let response;
+    try {
+      response = await this._fetch(`${this.streamUrl}/ticket`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token}` },
+      });
+    } catch (error) {
+      // HTTP does not work either: the server is away, not the WebSocket blocked.
+      this._failedUpgrades = FAILED_UPGRADES_BEFORE_FALLBACK - 1;
+      this._emit("error", error);
+      this._scheduleReconnect(null);
+      return;
+    }
+    if (this.state === "closed") return;
+    if (response.status === 401) {
+      this._closed(CloseCode.INVALID_TOKEN, token);
+      return;
+    }
+    if (response.status !== 201) {
+      this._scheduleReconnect(response.status === 429 ? CloseCode.POLICY : 1006);
+      return;
+    }
+    let ticket;
+    try {
+      ({ ticket } = await response.json());
+    } catch (error) {
+      this._emit("error", error);
+      this._scheduleReconnect(1006);
+      return;
+    }
+    if (this.state === "closed") return;
+    const sentLastEventId = this.lastEventId;
+    const url = new URL(this.streamUrl);
+    url.searchParams.set("ticket", ticket);
+    if (sentLastEventId !== null) url.searchParams.set("last_event_id", String(sentLastEventId));
+    const source = new this._EventSource(url.toString());
+    this._source = source;
+    this._live = false;
+    this._timer.connect = this._timers.setTimeout(() => {
+      if (this._source === source) this._dropStream(1006);
+    }, this._connectTimeout);
+    const handle = (handler) => (message) => {
+      if (this._source !== source) return;
+      let content;
+      try {
+        content = JSON.parse(message.data);
+      } catch {
+        return;
+      }
+      if (content && typeof content === "object") handler(content);
+    };
+    source.addEventListener(
+      "connected",
+      handle((content) => {
+        this._connected(null, content, sentLastEventId);
+        if (this.transport === "auto") this._scheduleProbe();
+      }),
+    );
+    source.addEventListener(
+      "token_expiring",
+      handle(() => this._renewStream()),
+    );
+    source.addEventListener(
+      "closed",
+      handle((content) => this._dropStream(typeof content.code === "number" ? content.code : 1006, token)),
+    );
+    const deliver = handle((envelope) => {
+      if (typeof envelope.id === "number") this._deliver(envelope);
+    });
+    for (const type of EVENT_TYPES) source.addEventListener(type, deliver);
+    source.onmessage = deliver; // an event the server sent without a name
+    source.onerror = () => {
+      // EventSource would reconnect by itself, with the header-less URL and a used ticket:
+      // stop it and reconnect as after a 1006 (a new ticket, the last id seen).
+      if (this._source === source) this._dropStream(1006, token);
+    };
+  }
+
+  /** Stop reading the stream and react to `code` as to a socket's close. */
+  _dropStream(code, token = null) {
+    const source = this._source;
+    this._source = null;
+    source?.close();
+    this._closed(code, token);
+  }
+
+  async _renewStream() {
+    // No in-band refresh over HTTP: get a new token and resume on a new stream at once.
+    if (!this._getToken || this._refreshing) return;
+    const source = this._source;
+    this._refreshing = true;
+    try {
+      const token = await this._getToken();
+      if (!token || this._source !== source) return;
+      this._token = token;
+      this._expiresAt = null;
+      this._source = null;
+      source.close();
+      this._clearTimers();
+      this._open();
+    } catch (error) {
+      this._emit("error", error); // the server closes 4002 at expiry; _retryAuth() follows
+    } finally {
+      this._refreshing = false;
+    }
+  }
+
+  /** On the fallback, try a WebSocket now and then; once one opens, go back to it. */
+  _scheduleProbe() {
+    this._timers.clearTimeout(this._timer.probe);
+    this._timer.probe = this._timers.setTimeout(() => {
+      this._timer.probe = null;
+      const source = this._source;
+      if (!source || !this._WebSocket) return;
+      let probe;
+      try {
+        probe = new this._WebSocket(this.url);
+      } catch {
+        this._scheduleProbe();
+        return;
+      }
+      this._probe = probe;
+      probe.onopen = () => {
+        this._probe = null;
+        probe.onclose = probe.onerror = null;
+        probe.close(CloseCode.NORMAL, "probe");
+        if (this._source !== source) return;
+        this._failedUpgrades = 0;
+        this._source = null;
+        source.close();
+        this._clearTimers();
+        this._open(); // resumes from the last id the stream delivered
+      };
+      probe.onerror = probe.onclose = () => {
+        probe.onopen = probe.onerror = probe.onclose = null;
+        this._probe = null;
+        if (this._source === source) this._scheduleProbe();
+      };
+    }, this._websocketRetryInterval);
   }
 
   async _currentToken() {
@@ -331,6 +559,8 @@ export class NotificationClient {
   }
 
   _connected(ws, message, sentLastEventId) {
+    this._live = true;
+    if (ws !== null) this._failedUpgrades = 0;
     this._timers.clearTimeout(this._timer.connect);
     this._timer.connect = null;
     const resumed = sentLastEventId !== null && message.recovered !== false;
@@ -350,8 +580,11 @@ export class NotificationClient {
     };
     this.connection = info;
     this._setState("connected");
-    this._setExpiry(ws, info.expires_at);
-    this._schedulePing(ws);
+    if (ws !== null) {
+      // Over the event stream the server pings and token_expiring triggers the renewal.
+      this._setExpiry(ws, info.expires_at);
+      this._schedulePing(ws);
+    }
     this._resolveReady?.(info);
     this._emit("connected", info);
   }
@@ -365,6 +598,7 @@ export class NotificationClient {
 
   _closed(code, token) {
     this._ws = null;
+    this._live = false;
     this._clearTimers();
     if (this.state === "closed") return;
     if (AUTH_CLOSE_CODES.has(code)) {
@@ -519,7 +753,7 @@ export class NotificationClient {
   _setState(state, { attempt = this.attempt, delay = null, retryAt = null, code = null } = {}) {
     this.state = state;
     /** @type {StateChange} */
-    const change = { state, attempt, delay, retryAt, code };
+    const change = { state, attempt, delay, retryAt, code, transport: this.activeTransport };
     this._emit("state", change);
   }
 

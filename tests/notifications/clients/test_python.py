@@ -1,6 +1,7 @@
 """notifications/clients/python.py against a live server: events in order, resume across a server
-restart with no loss and no duplicate, the token callback on 4001/4002, backoff bounds,
-keepalive and in-band token refresh."""
+restart with no loss and no duplicate (over the WebSocket and over server-sent events), the
+token callback on 4001/4002, backoff bounds, keepalive and in-band token refresh, and `auto`
+falling back to the event stream where upgrades are blocked, then back to the WebSocket."""
 
 import asyncio
 import uuid
@@ -13,8 +14,10 @@ from notifications.clients.python import (
     StateChange,
     backoff_ceiling,
     backoff_delay,
+    stream_url_for,
 )
 from tests.support.demo_server import DemoServer
+from tests.support.proxy import UpgradeBlockingProxy
 from tests.support.redis import free_port
 
 pytestmark = pytest.mark.live
@@ -123,11 +126,15 @@ async def test_with_rand_near_one_the_delays_double_up_to_the_cap():
 # --- events and resume ------------------------------------------------------------------------
 
 
-async def test_events_arrive_in_order_and_connected_is_reported(server):
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_events_arrive_in_order_and_connected_is_reported(server, transport):
     user = new_user(server)
     connected = []
     client = NotificationClient(
-        server.ws_url, get_token=lambda: user["access"], on_connected=connected.append
+        server.ws_url,
+        get_token=lambda: user["access"],
+        on_connected=connected.append,
+        transport=transport,
     )
     recorder = Recorder(client)
     await recorder.until(lambda: client.state == "connected")
@@ -137,15 +144,18 @@ async def test_events_arrive_in_order_and_connected_is_reported(server):
     await recorder.stop()
     assert recorder.events == sent
     assert client.last_event_id == 2
+    assert {change.transport for change in recorder.states} == {transport}
 
 
-async def test_resume_across_a_server_restart_loses_and_duplicates_nothing(server):
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_resume_across_a_server_restart_loses_and_duplicates_nothing(server, transport):
     user = new_user(server)
     client = NotificationClient(
         server.ws_url,
         get_token=lambda: user["access"],
         backoff_initial=0.2,
         backoff_max=0.5,
+        transport=transport,
     )
     recorder = Recorder(client)
     await recorder.until(lambda: client.state == "connected")
@@ -296,3 +306,87 @@ async def test_the_token_is_refreshed_in_band_before_it_expires(short_token_serv
     await recorder.stop()
     assert recorder.count("connected") == 1  # never closed 4002, never reconnected
     assert len(calls) >= 2  # the first token, then at least one in-band refresh
+
+
+# --- transports ------------------------------------------------------------------------------
+
+
+def test_the_stream_url_sits_next_to_the_socket_url():
+    assert stream_url_for("wss://h.example/api/v1/notifications/ws/") == (
+        "https://h.example/api/v1/notifications/stream"
+    )
+    assert stream_url_for("ws://127.0.0.1:8000/api/v1/notifications/ws") == (
+        "http://127.0.0.1:8000/api/v1/notifications/stream"
+    )
+    with pytest.raises(ValueError, match="transport"):
+        NotificationClient("ws://h/ws", get_token=lambda: "t", transport="polling")
+
+
+@pytest.mark.parametrize("mode", ["drop", "refuse"])
+async def test_auto_falls_back_to_the_stream_and_returns_to_the_socket_without_loss(server, mode):
+    user = new_user(server)
+    with UpgradeBlockingProxy(server.port, mode=mode) as proxy:
+        client = NotificationClient(
+            f"ws://127.0.0.1:{proxy.port}/api/v1/notifications/ws",
+            get_token=lambda: user["access"],
+            backoff_initial=0.05,
+            backoff_max=0.2,
+            websocket_retry_interval=1.5,
+        )
+        recorder = Recorder(client)
+        await recorder.until(lambda: client.state == "connected")
+        assert client.active_transport == "sse"
+        # One refused upgrade is enough; dropped ones count two in a row.
+        assert proxy.blocked == (1 if mode == "refuse" else 2)
+        await send(server, user, "email_received")
+        await recorder.until(lambda: len(recorder.events) == 1)
+
+        proxy.blocking = False
+        await recorder.until(lambda: client.active_transport == "websocket")
+        await recorder.until(lambda: client.state == "connected")
+        await send(server, user, "draft_ready")
+        await recorder.until(lambda: len(recorder.events) == 2)
+        await recorder.stop()
+    connected = [c.transport for c in recorder.states if c.state == "connected"]
+    assert connected == ["sse", "websocket"]
+    assert [event["id"] for event in recorder.events] == [1, 2]
+
+
+async def test_websocket_only_never_falls_back(server):
+    user = new_user(server)
+    with UpgradeBlockingProxy(server.port, mode="refuse") as proxy:
+        client = NotificationClient(
+            f"ws://127.0.0.1:{proxy.port}/api/v1/notifications/ws",
+            get_token=lambda: user["access"],
+            backoff_initial=0.02,
+            backoff_max=0.05,
+            transport="websocket",
+        )
+        recorder = Recorder(client)
+        await recorder.until(lambda: recorder.count("reconnecting") >= 4)
+        await recorder.stop()
+    assert recorder.count("connected") == 0
+    assert {change.transport for change in recorder.states} == {"websocket"}
+
+
+async def test_over_the_stream_a_token_about_to_expire_is_replaced_without_loss(
+    short_token_server,
+):
+    server = short_token_server
+    email = f"py-sse-refresh-{uuid.uuid4().hex[:8]}@example.com"
+    password = "py-refresh-password-9931"
+    await asyncio.to_thread(server.register, email, password)
+
+    async def get_token():
+        return (await asyncio.to_thread(server.login, email, password))["access"]
+
+    client = NotificationClient(server.ws_url, get_token=get_token, transport="sse")
+    recorder = Recorder(client)
+    await recorder.until(lambda: client.state == "connected")
+    await asyncio.sleep(6)  # past the first token's 4 s lifetime
+    assert client.state == "connected"
+    await recorder.stop()
+    # token_expiring made it resume on a new stream with a new token: never a 4002.
+    assert recorder.count("connected") >= 2
+    assert recorder.count("auth_failed") == 0
+    assert not [c for c in recorder.states if c.close_code == 4002]

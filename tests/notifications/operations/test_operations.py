@@ -42,6 +42,9 @@ def http(url: str, *, token: str | None = None, timeout: float = 15) -> tuple[in
         return exc.code, exc.read().decode()
 
 
+OPEN_SOCKETS = 'notify_open_connections{transport="websocket"}'
+
+
 def samples(text: str) -> dict[str, float]:
     """Prometheus text format -> {'name{labels}': value} (no comments)."""
     values = {}
@@ -229,13 +232,13 @@ async def test_metrics_and_access_log_follow_sockets_events_and_auth_failures(
         return samples(body)
 
     before = await asyncio.to_thread(scrape)
-    assert before["notify_open_connections"] == 0
+    assert before.get(OPEN_SOCKETS, 0) == 0
 
     ws = await ws_open(metrics_server.ws_url, token)
     now = await asyncio.to_thread(scrape)
-    assert now["notify_open_connections"] == 1
+    assert now[OPEN_SOCKETS] == 1
     assert now["notify_authenticated_users"] == 1
-    assert now["notify_connections_accepted_total"] == 1
+    assert now['notify_connections_accepted_total{transport="websocket"}'] == 1
 
     bad = await websockets.connect(metrics_server.ws_url, open_timeout=15)
     await bad.send(json.dumps({"token": token[:-4] + "AAAA"}))
@@ -264,15 +267,16 @@ async def test_metrics_and_access_log_follow_sockets_events_and_auth_failures(
 
     def settled() -> dict | None:
         values = scrape()
-        return values if values["notify_open_connections"] == 0 else None
+        return values if values[OPEN_SOCKETS] == 0 else None
 
     after = await eventually(settled)
     assert after, "sockets never left the open-connections gauge"
     assert after["notify_authenticated_users"] == 0
-    assert after["notify_connections_accepted_total"] == 4
-    assert after['notify_connections_closed_total{code="4002"}'] == 1
-    assert after['notify_connections_closed_total{code="4001"}'] == 1
-    assert after['notify_connections_closed_total{code="1000"}'] == 2
+    assert after['notify_connections_accepted_total{transport="websocket"}'] == 4
+    closed = 'notify_connections_closed_total{code="%s",transport="websocket"}'  # sorted
+    assert after[closed % 4002] == 1
+    assert after[closed % 4001] == 1
+    assert after[closed % 1000] == 2
     assert after['notify_auth_failures_total{reason="token_not_valid"}'] == 1
     assert after['notify_auth_failures_total{reason="first_frame_is_not_json"}'] == 1
     assert after['notify_events_published_total{type="draft_ready"}'] == 1
@@ -371,12 +375,12 @@ async def test_presence_spans_two_server_processes_and_forgets_a_killed_one(
             assert await eventually(connections_are(a, 3)), status(a)
             assert await eventually(connections_are(b, 3)), status(b)
             assert status(a)["last_event_id"] == 0
-            gauge = samples(http(f"{a.http_url}/metrics")[1])["notify_open_connections"]
+            gauge = samples(http(f"{a.http_url}/metrics")[1])[OPEN_SOCKETS]
             assert gauge == 3  # both processes' sockets, summed from the shared directory
 
             b.stop(sig=signal.SIGKILL)  # no goodbye: only expiry can clear its entries
             assert await eventually(connections_are(a, 2), timeout=10), status(a)
-            gauge = samples(http(f"{a.http_url}/metrics")[1])["notify_open_connections"]
+            gauge = samples(http(f"{a.http_url}/metrics")[1])[OPEN_SOCKETS]
             assert gauge == 2
 
             await sockets[0].close()

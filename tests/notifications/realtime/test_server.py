@@ -20,12 +20,11 @@ from emails.models import Email
 from notifications.close_codes import CloseCode
 from notifications.realtime.connections import registry
 from notifications.realtime.presence import presence_count_for_user, tracker
-from notifications.realtime.server import NotifyServer, close_request_connections, server_config
+from notifications.realtime.server import close_request_connections, server_config
 from tests.conftest import access_token_for
 from tests.support.demo_server import api
-from tests.support.live import LiveServer
+from tests.support.live import LiveServer, notify_server_here
 from tests.support.live_clients import close_code, ws_connect
-from tests.support.redis import free_port
 from tests.support.shared_db import live_database_url
 from tests.support.ws import wait_until
 
@@ -33,18 +32,8 @@ from tests.support.ws import wait_until
 @pytest.fixture
 async def server(transactional_db, memory_layer):
     """NotifyServer on 127.0.0.1 in this event loop, serving the test database."""
-    port = free_port()
-    server = NotifyServer(server_config(host="127.0.0.1", port=port))
-    server.ws_url = f"ws://127.0.0.1:{port}/api/v1/notifications/ws"
-    serving = asyncio.create_task(server.serve())
-
-    async def started():
-        return server.started
-
-    await wait_until(started, timeout=10)
-    yield server
-    server.should_exit = True
-    await serving
+    async with notify_server_here() as server:
+        yield server
 
 
 async def registry_emptied() -> bool:

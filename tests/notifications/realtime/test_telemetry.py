@@ -28,21 +28,24 @@ def access_lines(caplog, event: str) -> list[logging.LogRecord]:
 async def test_a_socket_is_counted_while_open_and_by_its_close_code_when_closed(user, caplog):
     caplog.set_level(logging.INFO, logger="notifications.access")
     opened, accepted = (
-        metric("notify_open_connections"),
-        metric("notify_connections_accepted_total"),
+        metric("notify_open_connections", transport="websocket"),
+        metric("notify_connections_accepted_total", transport="websocket"),
     )
-    closed_1000 = metric("notify_connections_closed_total", code="1000")
+    closed_1000 = metric("notify_connections_closed_total", transport="websocket", code="1000")
 
     comm, _ = await connect(access_token_for(user))
-    assert metric("notify_open_connections") == opened + 1
-    assert metric("notify_connections_accepted_total") == accepted + 1
+    assert metric("notify_open_connections", transport="websocket") == opened + 1
+    assert metric("notify_connections_accepted_total", transport="websocket") == accepted + 1
     assert metric("notify_authenticated_users") == len(registry.by_user) >= 1
     [line] = access_lines(caplog, "ws_open")
     assert line.user_id == str(user.id)
 
     await comm.disconnect(code=1000)
-    assert metric("notify_open_connections") == opened
-    assert metric("notify_connections_closed_total", code="1000") == closed_1000 + 1
+    assert metric("notify_open_connections", transport="websocket") == opened
+    assert (
+        metric("notify_connections_closed_total", transport="websocket", code="1000")
+        == closed_1000 + 1
+    )
     [line] = access_lines(caplog, "ws_close")
     assert (line.user_id, line.close_code) == (str(user.id), 1000)
     assert line.duration_s >= 0
@@ -51,7 +54,7 @@ async def test_a_socket_is_counted_while_open_and_by_its_close_code_when_closed(
 async def test_an_auth_failure_is_counted_and_logged_by_reason_without_the_token(user, caplog):
     caplog.set_level(logging.INFO, logger="notifications.access")
     failures = metric("notify_auth_failures_total", reason="token_not_valid")
-    closed_4002 = metric("notify_connections_closed_total", code="4002")
+    closed_4002 = metric("notify_connections_closed_total", transport="websocket", code="4002")
     token = access_token_for(user)[:-4] + "AAAA"
 
     comm = await open_socket()
@@ -59,7 +62,10 @@ async def test_an_auth_failure_is_counted_and_logged_by_reason_without_the_token
     await expect_close(comm, 4002)
 
     assert metric("notify_auth_failures_total", reason="token_not_valid") == failures + 1
-    assert metric("notify_connections_closed_total", code="4002") == closed_4002 + 1
+    assert (
+        metric("notify_connections_closed_total", transport="websocket", code="4002")
+        == closed_4002 + 1
+    )
     [line] = access_lines(caplog, "ws_auth_failed")
     assert line.reason == "token_not_valid"
     [line] = access_lines(caplog, "ws_close")

@@ -116,10 +116,14 @@ function showState(change) {
   clearInterval(state.countdown);
   el.className = `state state-${change.state}`;
   el.dataset.state = change.state;
+  // Which transport carries the events: the WebSocket, or the event stream (SSE) where a
+  // proxy or the network blocks WebSocket upgrades.
+  el.dataset.transport = change.transport;
+  el.title = change.transport === "sse" ? "events over server-sent events" : "events over WebSocket";
   const labels = {
     idle: "signed out",
     connecting: "connecting…",
-    connected: "connected",
+    connected: change.transport === "sse" ? "connected · SSE" : "connected",
     offline: "offline: waiting for the network",
     auth_failed: "auth failed",
     closed: "signed out",
