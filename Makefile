@@ -34,12 +34,13 @@ worker: $(VENV)/.runtime
 
 ## Install what the tests need and run them (PostgreSQL too when DATABASE_URL is set), in
 ## PYTEST_WORKERS processes: many tests wait on servers and sockets, so 3 keep 2 cores busy.
-## A test module's shared benchmark run stays on one worker (xdist_group). A worker that dies
-## ends the run: pytest-xdist 3.8 hangs when it replaces one under loadgroup (its issue 1323).
+## Each test file runs on one worker, so a module's shared fixtures (the benchmark run) are made
+## once. A worker that dies ends the run: pytest-xdist 3.8 can hang when it replaces one under
+## file scheduling (its issue 1323).
 PYTEST_WORKERS ?= 3
 test: $(VENV)/.dev
 	$(PY) manage.py makemigrations --check --dry-run
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --max-worker-restart 0 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --max-worker-restart 0 $(PYTEST_ARGS)
 
 ## The test command on Python 3.12 and 3.13 too (a venv each; install + a smoke subset).
 test-pythons:

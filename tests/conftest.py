@@ -15,8 +15,9 @@ PASSWORD = "correct-horse-battery-staple-42"
 
 def pytest_collection_modifyitems(items):
     """The longest tests first: load tests, then those that start servers, then the rest. Under
-    xdist (`make test`) the workers then finish together instead of one starting a minute-long
-    test at the end while the others idle."""
+    xdist (`make test`, a file per worker in the order of their first test) the files holding
+    them then start first, and the workers finish together instead of one starting a
+    minute-long file at the end while the others idle."""
     items.sort(key=_duration_class)
 
 
