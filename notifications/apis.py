@@ -212,6 +212,14 @@ class PublishApi(APIView):
     throttle_classes = [ServiceKeyRateThrottle]
     MAX_IDEMPOTENCY_KEY = 255
 
+    @classmethod
+    def is_idempotency_key(cls, value: str) -> bool:
+        # Printable ASCII only: what HTTP clients send, and nothing PostgreSQL's text refuses
+        # (a NUL byte) or that compares differently once normalised.
+        return 0 < len(value) <= cls.MAX_IDEMPOTENCY_KEY and all(
+            " " <= char <= "~" for char in value
+        )
+
     @extend_schema_serializer(component_name="PublishBatch")
     class BatchSerializer(serializers.Serializer):
         events = BoundedListField(
@@ -332,9 +340,13 @@ class PublishApi(APIView):
                 status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
             )
         idempotency_key = request.headers.get("Idempotency-Key")
-        if idempotency_key is not None and not 0 < len(idempotency_key) <= self.MAX_IDEMPOTENCY_KEY:
+        if idempotency_key is not None and not self.is_idempotency_key(idempotency_key):
             return Response(
-                {"Idempotency-Key": [f"From 1 to {self.MAX_IDEMPOTENCY_KEY} characters."]},
+                {
+                    "Idempotency-Key": [
+                        f"From 1 to {self.MAX_IDEMPOTENCY_KEY} printable ASCII characters."
+                    ]
+                },
                 status=status.HTTP_400_BAD_REQUEST,
             )
         key, body_hash = request.auth, _body_hash(body)

@@ -373,12 +373,12 @@ def test_a_failed_publish_leaves_no_receipt_so_a_corrected_retry_publishes(servi
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("key", ["", "x" * 256])
-def test_an_idempotency_key_out_of_1_to_255_characters_is_400(service, user, key):
+@pytest.mark.parametrize("key", ["", "x" * 256, "nul\x00byte", "tab\tkey", "clé"])
+def test_an_idempotency_key_not_1_to_255_printable_ascii_characters_is_400(service, user, key):
     response = post(service, event_for(user), HTTP_IDEMPOTENCY_KEY=key)
 
     assert response.status_code == 400
-    assert response.json() == {"Idempotency-Key": ["From 1 to 255 characters."]}
+    assert response.json() == {"Idempotency-Key": ["From 1 to 255 printable ASCII characters."]}
     assert not Event.objects.exists()
 
 

@@ -27,11 +27,13 @@ async def open_socket(**kwargs) -> WebsocketCommunicator:
     return comm
 
 
-async def connect(token: str, **first_frame) -> tuple[WebsocketCommunicator, dict]:
+async def connect(
+    token: str, *, timeout: float = 5, **first_frame
+) -> tuple[WebsocketCommunicator, dict]:
     """Open a socket, authenticate, and return it with its `connected` message."""
     comm = await open_socket()
     await comm.send_json_to({"token": token, **first_frame})
-    message = await comm.receive_json_from(timeout=5)
+    message = await comm.receive_json_from(timeout=timeout)
     assert message["type"] == "connected", message
     return comm, message
 

@@ -290,7 +290,7 @@ def short_token_server():
 async def test_the_token_is_refreshed_in_band_before_it_expires(short_token_server):
     server = short_token_server
     email = f"py-refresh-{uuid.uuid4().hex[:8]}@example.com"
-    password = "py-refresh-password-9931"
+    password = "lantern-orbit-quiet-5150"  # unlike the email: the similarity check
     await asyncio.to_thread(server.register, email, password)
     calls = []
 
@@ -374,7 +374,7 @@ async def test_over_the_stream_a_token_about_to_expire_is_replaced_without_loss(
 ):
     server = short_token_server
     email = f"py-sse-refresh-{uuid.uuid4().hex[:8]}@example.com"
-    password = "py-refresh-password-9931"
+    password = "lantern-orbit-quiet-5150"  # unlike the email: the similarity check
     await asyncio.to_thread(server.register, email, password)
 
     async def get_token():
