@@ -110,9 +110,10 @@ SERVICE_KEY_MAX_LENGTH = 64  # generated keys have 47; longer strings are refuse
 PUBLISH_RECEIPT_LIFETIME = timedelta(hours=24)  # how long a repeat gets the first answer
 
 
-def service_key_hash(secret: str) -> str:
-    """The stored form of a key. One SHA-256 suffices: keys are 256 random bits, not
-    passwords, so there is nothing to guess and nothing a slow hash would protect."""
+def secret_digest(secret: str) -> str:
+    """The stored form of a service key or a stream ticket. One SHA-256 suffices: both are 256
+    random bits, not passwords, so there is nothing to guess and nothing a slow hash would
+    protect."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 

@@ -16,7 +16,7 @@ from notifications.models import (
     EventCounter,
     PublishReceipt,
     ServiceKey,
-    service_key_hash,
+    secret_digest,
 )
 
 
@@ -50,7 +50,7 @@ def service_key_get_by_secret(*, secret: str) -> ServiceKey | None:
     if not secret.startswith(SERVICE_KEY_PREFIX) or len(secret) > SERVICE_KEY_MAX_LENGTH:
         return None
     key = ServiceKey.objects.filter(prefix=secret[:SERVICE_KEY_SHOWN]).first()
-    if key is None or not hmac.compare_digest(key.secret_hash, service_key_hash(secret)):
+    if key is None or not hmac.compare_digest(key.secret_hash, secret_digest(secret)):
         return None
     return key
 

@@ -1,7 +1,6 @@
 """Operator actions on the event stream (test events, retention), the tickets that open a
 stream over server-sent events, and the publish API's service keys and idempotent batches."""
 
-import hashlib
 import hmac
 import json
 import secrets
@@ -25,7 +24,7 @@ from notifications.models import (
     ServiceKey,
     StreamTicket,
     dump_json,
-    service_key_hash,
+    secret_digest,
 )
 from notifications.publish import publish_event
 
@@ -118,7 +117,7 @@ def service_key_issue(*, key: ServiceKey) -> str:
         prefix = secret[:SERVICE_KEY_SHOWN]
         if not ServiceKey.objects.filter(prefix=prefix).exists():  # 1 in 2**48 ever collides
             break
-    key.prefix, key.secret_hash = prefix, service_key_hash(secret)
+    key.prefix, key.secret_hash = prefix, secret_digest(secret)
     key.save()
     return secret
 
@@ -245,10 +244,6 @@ def publish_receipt_prune() -> int:
     return deleted
 
 
-def _ticket_digest(ticket: str) -> str:
-    return hashlib.sha256(ticket.encode()).hexdigest()
-
-
 def stream_ticket_issue(
     *, user_id: uuid.UUID, claims: dict, token_expires_at: datetime
 ) -> tuple[str, datetime]:
@@ -262,7 +257,7 @@ def stream_ticket_issue(
     # Tickets of the past are deleted by those of the present: no sweeper to run.
     StreamTicket.objects.filter(expires_at__lt=now).delete()
     StreamTicket.objects.create(
-        digest=_ticket_digest(ticket),
+        digest=secret_digest(ticket),
         user_id=user_id,
         claims=claims,
         token_expires_at=token_expires_at,
@@ -274,7 +269,7 @@ def stream_ticket_issue(
 def stream_ticket_redeem(*, ticket: str) -> StreamTicket | None:
     """Use up a ticket: its row when it was issued, unused and unexpired, else None. Of two
     requests with one ticket, on any server process, at most one gets the row."""
-    digest = _ticket_digest(ticket)
+    digest = secret_digest(ticket)
     found = StreamTicket.objects.filter(digest=digest, expires_at__gt=timezone.now()).first()
     if found is None:
         return None

@@ -44,6 +44,8 @@ class Subscriber:
         self.membership = LayerMembership(self)
 
     async def close_with(self, code: int) -> None:
+        """End the connection with close code `code`: each transport (the socket's consumer,
+        the event stream) says it its own way."""
         raise NotImplementedError
 
     async def forget(self) -> None:
