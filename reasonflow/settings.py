@@ -127,9 +127,10 @@ DATABASES = {
 # it empty waits up to DATABASE_POOL_TIMEOUT seconds for a connection (then fails with a 500).
 DATABASE_POOL = env_bool("DATABASE_POOL", True)
 DATABASE_POOL_MIN_SIZE = env_int("DATABASE_POOL_MIN_SIZE", 2)
-# The default covers the loop's executor for realtime reads (min(32, CPUs + 4) threads: 6 on
-# two cores) plus as many requests at once as two cores can usefully serve.
+# The default covers the realtime reads' threads (NOTIFICATIONS_READ_THREADS, each keeping one
+# connection) plus as many requests at once as two cores can usefully serve.
 DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 16)
+NOTIFICATIONS_READ_THREADS = env_int("NOTIFICATIONS_READ_THREADS", 4)
 DATABASE_POOL_TIMEOUT = float(os.environ.get("DATABASE_POOL_TIMEOUT", "10"))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL:
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {

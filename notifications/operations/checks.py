@@ -40,3 +40,23 @@ def check_channel_layer(app_configs, **kwargs) -> list[Warning]:
                 )
             )
     return warnings
+
+
+@register(Tags.database)
+def check_database_pool(app_configs, **kwargs) -> list[Warning]:
+    """A pool the realtime reads would fill: each read thread keeps one connection."""
+    pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
+    if not pool:
+        return []
+    threads = settings.NOTIFICATIONS_READ_THREADS
+    if pool.get("max_size", threads + 1) > threads:
+        return []
+    return [
+        Warning(
+            f"DATABASE_POOL_MAX_SIZE ({pool['max_size']}) leaves no connection for requests: "
+            f"the realtime reads' {threads} threads (NOTIFICATIONS_READ_THREADS) keep one each.",
+            hint="Raise DATABASE_POOL_MAX_SIZE above NOTIFICATIONS_READ_THREADS, by as many "
+            "requests as a process serves at once.",
+            id="notifications.W003",
+        )
+    ]

@@ -12,6 +12,12 @@ The hop is the loop's own `run_in_executor`, not asgiref's SyncToAsync: a read n
 context variables, thread-sensitivity or deadlock bookkeeping, and that machinery cost more
 loop time per connecting socket than the read itself (docs/performance.md).
 
+Reads run in NOTIFICATIONS_READ_THREADS threads of their own, and each keeps its connection
+between reads: handed back to the pool after every read, a connection was checked again when
+taken (the pool's `SELECT 1` for CONN_HEALTH_CHECKS), a round trip per connect-path visit.
+The retry above stands in for that check, and the fixed number of threads bounds what the
+reads hold of the pool (settings: DATABASE_POOL_MAX_SIZE leaves room for requests).
+
 Reads that many sockets make at once (every socket connecting, after a deploy) go through a
 `BatchedRead`: the reads that arrive while one database visit is under way wait for the next,
 which serves them all with one query.
@@ -20,25 +26,31 @@ which serves them all with one query.
 import asyncio
 import functools
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 
-from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
 
 from notifications import compat
 
 
 def _read_with_one_retry(function, args, kwargs):
-    close_old_connections()
     compat.skip_health_check(connection)  # the retry below stands in for the ping
     try:
-        try:
-            return function(*args, **kwargs)
-        except (InterfaceError, OperationalError):
-            if connection.in_atomic_block:
-                raise
-            connection.close()
-            return function(*args, **kwargs)
-    finally:
-        close_old_connections()
+        return function(*args, **kwargs)
+    except (InterfaceError, OperationalError):
+        if connection.in_atomic_block:
+            raise
+        connection.close()
+        return function(*args, **kwargs)
+
+
+@functools.cache
+def read_threads() -> ThreadPoolExecutor:
+    """The threads every read runs in (each with the connection it keeps)."""
+    return ThreadPoolExecutor(
+        max_workers=settings.NOTIFICATIONS_READ_THREADS, thread_name_prefix="notify-read"
+    )
 
 
 def read_from_database(function):
@@ -47,7 +59,7 @@ def read_from_database(function):
     @functools.wraps(function)
     async def read(*args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(
-            None, _read_with_one_retry, function, args, kwargs
+            read_threads(), _read_with_one_retry, function, args, kwargs
         )
 
     return read
@@ -88,7 +100,7 @@ class BatchedRead:
                 batch = {key: self._waiting.pop(key) for key in keys}
                 try:
                     values = await loop.run_in_executor(
-                        None, _read_with_one_retry, self._read_many, (keys,), {}
+                        read_threads(), _read_with_one_retry, self._read_many, (keys,), {}
                     )
                     found = [(waiters, values[key]) for key, waiters in batch.items()]
                 except asyncio.CancelledError:

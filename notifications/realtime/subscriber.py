@@ -56,9 +56,9 @@ class Subscriber:
         await self.membership.leave()
 
     async def dispatch(self, message):
-        # Every database read here goes through read_from_database, which closes stale
-        # connections in the thread that uses them. Client and layer messages run in different
-        # tasks: state shared by sends is guarded by the stream's lock.
+        # Every database read here goes through read_from_database (read threads that replace
+        # a broken connection). Client and layer messages run in different tasks: state
+        # shared by sends is guarded by the stream's lock.
         if message is LAYER_LOST:
             # A layer that failed may have lost every group (a Redis restart keeps nothing):
             # no connection of this process can trust its membership, so all of them resume.

@@ -16,7 +16,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from notifications.close_codes import CloseCode
 from notifications.operations import metrics
-from notifications.operations.checks import check_channel_layer
+from notifications.operations.checks import check_channel_layer, check_database_pool
 from notifications.operations.logs import redact
 from notifications.realtime.presence import (
     _write_database,
@@ -409,6 +409,17 @@ def test_checks_warn_about_settings_that_fail_in_production(settings, redis_url)
     settings.DEBUG = True
     settings.CHANNEL_LAYERS = MEMORY_LAYER
     assert check_channel_layer(None) == []
+
+
+def test_a_pool_the_read_threads_would_fill_is_reported(settings):
+    settings.NOTIFICATIONS_READ_THREADS = 4
+    database = {**settings.DATABASES["default"], "OPTIONS": {"pool": {"max_size": 4}}}
+    settings.DATABASES = {**settings.DATABASES, "default": database}
+    assert [w.id for w in check_database_pool(None)] == ["notifications.W003"]
+    database["OPTIONS"]["pool"]["max_size"] = 5
+    assert check_database_pool(None) == []
+    database["OPTIONS"] = {}
+    assert check_database_pool(None) == []
 
 
 def test_manage_py_check_reports_the_warnings(settings, capsys):

@@ -6,14 +6,16 @@ import threading
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import OperationalError
+from django.conf import settings
+from django.db import OperationalError, connection
 
 from notifications.events import EventType, sample_data
 from notifications.models import Event
 from notifications.publish import publish_event
 from notifications.realtime import selectors
-from notifications.realtime.database import BatchedRead
+from notifications.realtime.database import BatchedRead, read_from_database
 from notifications.realtime.selectors import ResumePoint
+from notifications.selectors import event_list_for_user
 from tests.conftest import access_token_for
 from tests.support.ws import connect
 
@@ -214,3 +216,29 @@ async def test_sockets_that_authenticate_at_once_each_get_their_own_user_and_str
     finally:
         for comm, _ in opened:
             await comm.disconnect()
+
+
+# --- the read threads -----------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_each_read_thread_keeps_its_connection_between_reads(user, monkeypatch):
+    # Under the pool a connection lives for no longer than a request (CONN_MAX_AGE 0): handed
+    # back after each read, it would be taken and checked again by the next.
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
+
+    def identify():
+        connection.ensure_connection()
+        return threading.get_ident(), connection.connection
+
+    def close():
+        connection.close()
+
+    await asyncio.gather(*(read_from_database(close)() for _ in range(8)))
+    seen: dict[int, set] = {}
+    for _ in range(12):
+        thread, raw = await read_from_database(identify)()
+        seen.setdefault(thread, set()).add(id(raw))
+        await read_from_database(event_list_for_user)(user_id=user.id, after=0, limit=10)
+    assert seen and all(len(connections) == 1 for connections in seen.values())
+    assert len(seen) <= settings.NOTIFICATIONS_READ_THREADS
