@@ -123,5 +123,6 @@ async def test_the_delivery_watch_keeps_sockets_whose_tokens_still_pass(user, se
         await comm.send_json_to({"type": "ping"})
         assert await comm.receive_json_from(timeout=5) == {"type": "pong"}
     await User.objects.filter(pk=user.pk).aupdate(token_version=1)
-    await closes_within(versioned, 4002, 1.0)
-    await closes_within(unversioned, 4002, 1.0)
+    # A few ticks of 0.1 s; the margin is for a loaded machine (a parallel run once took 1.0007 s).
+    await closes_within(versioned, 4002, 2.0)
+    await closes_within(unversioned, 4002, 2.0)
