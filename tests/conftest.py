@@ -27,6 +27,19 @@ def _duration_class(item) -> int:
     return 1 if item.get_closest_marker("live") else 2
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hashing():
+    """Users made in this process hash their passwords with one MD5 round, Django's advice
+    for test runs: PBKDF2's million rounds cost 0.2 s of CPU per user or login, a third of the
+    suite's CPU. Servers the tests start run production's settings, and the users they verify
+    are their own (a server on the test database checks tokens, not these passwords)."""
+    from django.contrib.auth import hashers
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    hashers.get_hashers.cache_clear()
+    hashers.get_hashers_by_algorithm.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     """The test process itself connects without the connection pool.
