@@ -4,7 +4,7 @@ Each function below leans on something a dependency does not promise to keep: an
 private method, the way a coroutine steps. Each says what it assumes, and
 tests/notifications/test_compat.py checks every assumption against the installed versions, so an
 upgrade fails there, next to the cause, instead of far away at run time. The packages involved
-are pinned in requirements.txt (asgiref, Django, channels-redis, websockets).
+are pinned in requirements.txt (asgiref, Django, channels-redis, uvicorn, websockets).
 
 Only the standard library is imported here: the Python client (which must not import Django)
 uses abort_transport(), and the server-side helpers receive the objects they work on.
@@ -204,6 +204,72 @@ def abort_transport(ws) -> None:
     fails with ConnectionClosed.
     """
     ws.transport.abort()
+
+
+# --- uvicorn --------------------------------------------------------------------------------
+
+
+def text_frame_writer(send) -> Callable[[str], bool] | None:
+    """For the ASGI `send` uvicorn gave an accepted WebSocket connection, a function that
+    writes a text as one frame straight to its socket and says True, or says False when the
+    frame must take the ordinary way (the connection is closing, the client is not reading).
+    None when `send` is not uvicorn's sans-I/O protocol, or an extension is in use.
+
+    A fan-out writes one event to thousands of sockets in one pass: the ASGI message, the
+    send coroutine and websockets' frame building were a third of each delivery's cost. The
+    frame is built once per text (the members of a group share the message's string).
+
+    Assumes uvicorn's WebSocketsSansIOProtocol passes its bound `send` to the app and keeps
+    `handshake_complete`, `close_sent`, `disconnected`, `writable` (set while the transport
+    takes writes), `transport` and `conn` (websockets' ServerProtocol, whose `state`,
+    `extensions`, `expect_continuation_frame` and `writes` hold what its send_text checks and
+    buffers, and which uvicorn flushes after every call); and RFC 6455's frame layout, which
+    websockets' Frame.serialize writes for a server (no mask).
+    """
+    protocol = getattr(send, "__self__", None)
+    if type(protocol).__name__ != "WebSocketsSansIOProtocol" or not protocol.handshake_complete:
+        return None
+    conn, transport, writable = protocol.conn, protocol.transport, protocol.writable
+    open_state = conn.state  # websockets' State.OPEN once accepted (no import of websockets)
+    if open_state.name != "OPEN" or conn.extensions:
+        return None
+
+    def write(text: str) -> bool:
+        if (
+            protocol.close_sent
+            or protocol.disconnected
+            or not writable.is_set()
+            or conn.state is not open_state
+            or conn.expect_continuation_frame
+            or conn.writes
+            or transport.is_closing()
+        ):
+            return False
+        transport.write(_text_frame(text))
+        return True
+
+    return write
+
+
+_last_frame: tuple[str | None, bytes] = (None, b"")
+
+
+def _text_frame(text: str) -> bytes:
+    global _last_frame
+    last_text, frame = _last_frame
+    if text is last_text:
+        return frame
+    payload = text.encode()
+    length = len(payload)
+    if length < 126:
+        head = bytes((0x81, length))
+    elif length < 65536:
+        head = bytes((0x81, 126)) + length.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 127)) + length.to_bytes(8, "big")
+    frame = head + payload
+    _last_frame = (text, frame)
+    return frame
 
 
 # --- coroutines stepped by hand ---------------------------------------------------------------

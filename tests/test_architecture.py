@@ -182,6 +182,10 @@ PRIVATE_NAMES = {
     "_args",
     "_kwargs",
     "transport",
+    "handshake_complete",
+    "close_sent",
+    "expect_continuation_frame",
+    "writable",
     "_acquired_at_once",
     "_Resumed",
 }

@@ -12,6 +12,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from notifications import compat
 from notifications.close_codes import CloseCode
 from notifications.events import format_timestamp
 from notifications.publish import user_group_name
@@ -85,6 +86,7 @@ class NotificationConsumer(Subscriber, AsyncJsonWebsocketConsumer):
             await self.close()
             return
         await self.base_send({"type": "websocket.accept"})
+        self.stream.write_at_once = compat.text_frame_writer(self.base_send)
         telemetry.socket_accepted(self)
         self.timer.schedule(settings.NOTIFICATIONS_AUTH_TIMEOUT, self._auth_deadline_passed)
 

@@ -1,6 +1,6 @@
 """notifications/compat.py: every assumption it makes about a dependency, checked against the
 installed versions; and the consumer's task-free write (a free lock taken at once, a send
-coroutine started by hand and finished by a task)."""
+coroutine started by hand and finished by a task, a frame written straight to uvicorn's socket)."""
 
 import asyncio
 import contextlib
@@ -416,3 +416,95 @@ async def test_django_serves_a_request_through_the_sync_middleware_chain_in_one_
         timeout=10
     )
     assert response["status"] == 401
+
+
+# --- uvicorn: frames written straight to the socket ---------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_serving(app):
+    """`app` under uvicorn in this event loop, with serve's WebSocket protocol (sans-I/O, no
+    compression)."""
+    import uvicorn
+
+    from tests.support.redis import free_port
+
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        lifespan="off",
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def test_uvicorn_frames_written_at_once_arrive_as_text_frames_in_order():
+    from websockets.asyncio.client import connect
+
+    shared = "é" * 70  # one string for two connections: its frame is built once
+    outcomes = []
+
+    async def app(scope, receive, send):
+        assert (await receive())["type"] == "websocket.connect"
+        assert compat.text_frame_writer(send) is None  # nothing accepted yet
+        await send({"type": "websocket.accept"})
+        write = compat.text_frame_writer(send)
+        texts = ["hello", shared, "x" * 200, "y" * 70_000]
+        outcomes.append([write(text) for text in texts])
+        await send({"type": "websocket.send", "text": "the ordinary way"})
+        await send({"type": "websocket.close", "code": 1000})
+        outcomes.append(write("after close"))  # the close frame went first: never after it
+
+    async with uvicorn_serving(app) as url:
+        for _ in range(2):
+            async with connect(url, compression=None, max_size=None) as ws:
+                received = [await ws.recv() for _ in range(5)]
+                assert received == ["hello", shared, "x" * 200, "y" * 70_000, "the ordinary way"]
+    assert outcomes == [[True] * 4, False] * 2
+
+
+async def test_uvicorn_frames_wait_for_a_client_that_stops_reading():
+    from websockets.asyncio.client import connect
+
+    said = []
+    stop = asyncio.Event()
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        write = compat.text_frame_writer(send)
+        chunk = "z" * 65_536
+        for _ in range(2_000):  # at most 128 MiB: uvicorn pauses writing long before
+            if not write(chunk):
+                said.append(False)
+                break
+        stop.set()
+        await receive()
+
+    async with (
+        uvicorn_serving(app) as url,
+        connect(url, compression=None, max_size=None, max_queue=1) as ws,
+    ):
+        ws.transport.pause_reading()
+        await asyncio.wait_for(stop.wait(), 30)
+        ws.transport.resume_reading()
+    assert said == [False]
+
+
+async def test_no_frame_writer_for_another_servers_send():
+    async def send(message):
+        pass
+
+    assert compat.text_frame_writer(send) is None

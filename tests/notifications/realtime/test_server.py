@@ -18,6 +18,8 @@ from django.utils import timezone
 
 from emails.models import Email
 from notifications.close_codes import CloseCode
+from notifications.events import EventType, sample_data
+from notifications.publish import publish_event
 from notifications.realtime.connections import registry
 from notifications.realtime.presence import presence_count_for_user, tracker
 from notifications.realtime.server import close_request_connections, server_config
@@ -58,6 +60,25 @@ async def test_shutdown_closes_every_socket_4012_and_withdraws_this_processes_pr
     await wait_until(registry_emptied)
     assert await count(user_id=user.id) == 0
     assert await count(user_id=other_user.id) == 0
+
+
+async def test_events_are_written_straight_to_the_socket_under_the_server(server, user):
+    # The fan-out's fast path (compat.text_frame_writer) is on under the production config,
+    # and what it writes is what the client reads.
+    ws, _ = await ws_connect(server.ws_url, access_token_for(user))
+    (consumer,) = registry.by_user[user.id]
+    assert consumer.stream.write_at_once is not None
+    published = [
+        await sync_to_async(publish_event)(
+            user_id=user.id,
+            event_type=EventType.EMAIL_RECEIVED,
+            data=sample_data(EventType.EMAIL_RECEIVED),
+        )
+        for _ in range(3)
+    ]
+    received = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in published]
+    assert [event["id"] for event in received] == [event.event_id for event in published]
+    await ws.close()
 
 
 async def test_a_frame_over_the_contracts_limit_is_answered_4009_not_dropped_by_uvicorn(
