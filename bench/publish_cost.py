@@ -26,7 +26,7 @@ from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from rest_framework_simplejwt.tokens import AccessToken  # noqa: E402
 
-from notifications.delivery import aflush_deliveries  # noqa: E402
+from notifications.delivery import aflush_deliveries, flush_deliveries  # noqa: E402
 from notifications.events import sample_data  # noqa: E402
 from notifications.models import Event  # noqa: E402
 from notifications.publish import publish_event  # noqa: E402
@@ -71,6 +71,32 @@ def timed_requests(user: User) -> dict[str, list[float]]:
     return {"write only": baseline, "write + publish_event": publish}
 
 
+def cpu_per_transaction(user: User) -> dict[str, float]:
+    """The producer process's CPU (every thread: publish_event hands delivery to a thread of
+    its own) per transaction, RUNS transactions without publish_event, then RUNS with it."""
+    data = sample_data("draft_ready")
+    scratch = itertools.count(-(10**9), -1)
+    cpu = {}
+    for name, publishing in (("write only", False), ("write + publish_event", True)):
+        started = time.process_time()
+        for _ in range(RUNS):
+            with transaction.atomic():
+                Event.objects.create(
+                    user=user,
+                    event_id=next(scratch),
+                    type="draft_ready",
+                    data=data,
+                    created_at=timezone.now(),
+                )
+                if publishing:
+                    publish_event(user_id=user.id, event_type="draft_ready", data=data)
+        if publishing:
+            flush_deliveries()  # the delivery thread's work counts too
+        cpu[name] = (time.process_time() - started) / RUNS
+    Event.objects.filter(user=user, event_id__lt=0).delete()
+    return cpu
+
+
 async def replay(user: User, count: int) -> float:
     token = str(AccessToken.for_user(user))
     comm = WebsocketCommunicator(application, "/api/v1/notifications/ws")
@@ -93,6 +119,7 @@ async def main() -> None:
     try:
         timings = await sync_to_async(timed_requests)(user)
         await aflush_deliveries()
+        cpu = await sync_to_async(cpu_per_transaction)(user)
         published = await sync_to_async(Event.objects.filter(user=user).count)()
         replays = [await replay(user, published) for _ in range(5)]
     finally:
@@ -108,6 +135,12 @@ async def main() -> None:
         timings["write only"]
     )
     print(f"publish_event adds {added * 1e6:.0f} µs median beyond the request's own write")
+    cpu_added = cpu["write + publish_event"] - cpu["write only"]
+    print(
+        f"producer CPU per transaction: {cpu['write only'] * 1e6:.0f} µs write only, "
+        f"{cpu['write + publish_event'] * 1e6:.0f} µs with publish_event: "
+        f"publish_event adds {cpu_added * 1e6:.0f} µs of CPU"
+    )
     replay_ms = statistics.median(replays) * 1e3
     print(f"replay of {published} events over one socket: median {replay_ms:.0f} ms")
 
