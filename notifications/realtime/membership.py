@@ -45,14 +45,20 @@ class LayerMembership:
             await self.layer.group_add(self.group, self.channel_name)
 
     async def discard(self) -> None:
-        """Leave the group (the socket is closing); never fails."""
+        """Leave the group (the socket is closing), once; never fails. A caller cancelled
+        meanwhile (a stopping server) does not stop it: the member would stay until
+        group_expiry, taking the user's events."""
         if self.channel_name is None or self.group is None or self.lost:
             return
+        group, self.group = self.group, None
+        await asyncio.shield(self._discard(group))
+
+    async def _discard(self, group: str) -> None:
         try:
-            await self.layer.group_discard(self.group, self.channel_name)
+            await self.layer.group_discard(group, self.channel_name)
         except Exception:
             # Membership expires on its own (group_expiry); never fail a disconnect.
-            logger.warning("group_discard failed for %s", self.group, exc_info=True)
+            logger.warning("group_discard failed for %s", group, exc_info=True)
 
     async def leave(self) -> None:
         """Close the channel and stop forwarding (the socket is gone)."""

@@ -49,10 +49,12 @@ class Subscriber:
         raise NotImplementedError
 
     async def forget(self) -> None:
-        """The connection is gone, however it ended: no timer, registry entry or channel left."""
+        """The connection is gone, however it ended (a disconnect, a cancelled task): no
+        timer, registry entry, group member or channel left."""
         self.timer.cancel()
         registry.remove(self)
         telemetry.socket_closed(self)
+        await self.membership.discard()  # already done after a disconnect
         await self.membership.leave()
 
     async def dispatch(self, message):

@@ -2,6 +2,7 @@
 isolation, fan-out, resume, on the in-memory and the Redis channel layer."""
 
 import asyncio
+import contextlib
 import json
 from datetime import timedelta
 
@@ -70,6 +71,18 @@ async def test_group_is_joined_before_connected_is_sent(user):
     assert len(await group_members(user.id)) == 1
     await comm.disconnect()
     assert await group_members(user.id) == set()
+
+
+async def test_a_consumer_cancelled_mid_connection_still_leaves_its_group(user):
+    # A stopping server (or a communicator that stops waiting) cancels the application
+    # instead of sending websocket.disconnect: its member must not stay in the group (on
+    # Redis it would until group_expiry, taking every event of the user meanwhile).
+    comm, _ = await connect(access_token_for(user))
+    assert len(await group_members(user.id)) == 1
+    comm.future.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await comm.future
+    assert await wait_until(lambda: _group_empty(user.id), timeout=10)
 
 
 async def test_ping_answers_pong_and_unknown_frames_are_ignored(user):
