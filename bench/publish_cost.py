@@ -41,31 +41,35 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def timed_requests(user: User) -> dict[str, list[float]]:
-    """Each 'request' is one transaction; runs in a sync_to_async thread like a Django view."""
-    data = sample_data("draft_ready")
-    baseline, publish = [], []
-    scratch = itertools.count(-1, -1)  # rows outside the real event ids, deleted afterwards
+DATA = sample_data("draft_ready")
+# Rows outside the real event ids, deleted afterwards.
+_scratch_ids = itertools.count(-1, -1)
 
-    def the_requests_own_write() -> None:
-        # One row insert into the same table, of the same size, as a request makes anyway.
+
+def transaction_of(user: User, *, publishing: bool) -> None:
+    """One 'request': its own write (a row of the same table and size as an event), and with
+    `publishing` one publish_event, in one transaction."""
+    with transaction.atomic():
         Event.objects.create(
             user=user,
-            event_id=next(scratch),
+            event_id=next(_scratch_ids),
             type="draft_ready",
-            data=data,
+            data=DATA,
             created_at=timezone.now(),
         )
+        if publishing:
+            publish_event(user_id=user.id, event_type="draft_ready", data=DATA)
 
+
+def timed_requests(user: User) -> dict[str, list[float]]:
+    """Each 'request' is one transaction; runs in a sync_to_async thread like a Django view."""
+    baseline, publish = [], []
     for _ in range(RUNS):
         started = time.perf_counter()
-        with transaction.atomic():
-            the_requests_own_write()
+        transaction_of(user, publishing=False)
         baseline.append(time.perf_counter() - started)
         started = time.perf_counter()
-        with transaction.atomic():
-            the_requests_own_write()
-            publish_event(user_id=user.id, event_type="draft_ready", data=data)
+        transaction_of(user, publishing=True)
         publish.append(time.perf_counter() - started)
     Event.objects.filter(user=user, event_id__lt=0).delete()
     return {"write only": baseline, "write + publish_event": publish}
@@ -74,22 +78,11 @@ def timed_requests(user: User) -> dict[str, list[float]]:
 def cpu_per_transaction(user: User) -> dict[str, float]:
     """The producer process's CPU (every thread: publish_event hands delivery to a thread of
     its own) per transaction, RUNS transactions without publish_event, then RUNS with it."""
-    data = sample_data("draft_ready")
-    scratch = itertools.count(-(10**9), -1)
     cpu = {}
     for name, publishing in (("write only", False), ("write + publish_event", True)):
         started = time.process_time()
         for _ in range(RUNS):
-            with transaction.atomic():
-                Event.objects.create(
-                    user=user,
-                    event_id=next(scratch),
-                    type="draft_ready",
-                    data=data,
-                    created_at=timezone.now(),
-                )
-                if publishing:
-                    publish_event(user_id=user.id, event_type="draft_ready", data=data)
+            transaction_of(user, publishing=publishing)
         if publishing:
             flush_deliveries()  # the delivery thread's work counts too
         cpu[name] = (time.process_time() - started) / RUNS
