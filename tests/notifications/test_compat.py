@@ -165,6 +165,31 @@ async def test_our_pubsub_layer_makes_its_own_loop_layers_and_shards(redis_url):
         await layer.flush()
 
 
+async def test_publishing_survives_a_connection_redis_dropped(redis_url):
+    from redis import asyncio as aioredis
+
+    from notifications.realtime import layers
+
+    layer = layers.RedisPubSubChannelLayer(hosts=[{"address": redis_url}])
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        got = []
+        await layer.group_add("g", layer.new_local_channel(got.append))
+        await layer.group_send_many([("g", {"n": 1}), ("g", {"n": 2})])
+        # Redis ends the publishing connection (as a restart would); the pool holds just it.
+        shard, _ = compat.shard_for_group(compat.loop_layer(layer), "g")
+        publishing = await shard._redis.client_id()
+        assert await admin.client_kill_filter(_id=publishing) == 1
+        await layer.group_send_many([("g", {"n": 3})])  # on a new connection
+        async with asyncio.timeout(5):
+            while len(got) < 3:
+                await asyncio.sleep(0.01)
+        assert got == [{"n": 1}, {"n": 2}, {"n": 3}]
+    finally:
+        await admin.aclose()
+        await layer.flush()
+
+
 async def test_aborting_a_client_transport_drops_the_connection_at_once():
     from websockets.asyncio.client import connect
     from websockets.asyncio.server import serve
