@@ -195,13 +195,10 @@ async def publish_many(shard, publications: list[tuple[str, bytes]]) -> None:
                 for _ in commands:
                     await connection.read_response()
                 return
-            except (ConnectionError, TimeoutError):
+            except BaseException as failure:
                 await connection.disconnect()
-                if attempt == 2:
+                if attempt == 2 or not isinstance(failure, ConnectionError | TimeoutError):
                     raise
-            except BaseException:
-                await connection.disconnect()
-                raise
             finally:
                 await pool.release(connection)
 

@@ -108,10 +108,7 @@ class NotificationConsumer(Subscriber, AsyncJsonWebsocketConsumer):
     async def websocket_disconnect(self, message):
         self.closing = True
         telemetry.socket_closing(self, message.get("code"))
-        self.timer.cancel()
-        registry.remove(self)
-        await self.membership.discard()
-        raise StopConsumer()
+        raise StopConsumer()  # __call__ then forgets the socket
 
     # --- authentication -------------------------------------------------------------------
 

@@ -103,7 +103,6 @@ class EventStreamConsumer(Subscriber, AsyncConsumer):
             pass
         finally:
             self.closing = True
-            await self.membership.discard()
             await self.forget()
 
     async def _until_disconnected(self, receive) -> None:

@@ -56,9 +56,9 @@ class EventStream:
 
         The transport's write_at_once writes the frame where it can; otherwise its write
         coroutine is run by hand: it finishes at once unless the client has stopped reading.
-        Returns True when sent, False when the event must take the
-        ordinary way (a gap to fill, a send in progress), or a coroutine that finishes the
-        blocked send (lock and send timeout included) for the caller to run in a task.
+        Returns True when sent, False when the event must take the ordinary way (a gap to
+        fill, a send in progress), or a coroutine that finishes the blocked send (lock and send
+        timeout included) for the caller to run in a task.
         """
         if (
             message.get("type") != MESSAGE_TYPE

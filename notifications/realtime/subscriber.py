@@ -54,7 +54,7 @@ class Subscriber:
         self.timer.cancel()
         registry.remove(self)
         telemetry.socket_closed(self)
-        await self.membership.discard()  # already done after a disconnect
+        await self.membership.discard()
         await self.membership.leave()
 
     async def dispatch(self, message):
