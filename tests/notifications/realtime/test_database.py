@@ -17,6 +17,7 @@ from notifications.realtime.database import BatchedRead, read_from_database
 from notifications.realtime.selectors import ResumePoint
 from notifications.selectors import event_list_for_user
 from tests.conftest import access_token_for
+from tests.support.read_threads import close_read_thread_connections
 from tests.support.ws import connect
 
 
@@ -231,10 +232,7 @@ async def test_each_read_thread_keeps_its_connection_between_reads(user, monkeyp
         connection.ensure_connection()
         return threading.get_ident(), connection.connection
 
-    def close():
-        connection.close()
-
-    await asyncio.gather(*(read_from_database(close)() for _ in range(8)))
+    await close_read_thread_connections()
     seen: dict[int, set] = {}
     for _ in range(12):
         thread, raw = await read_from_database(identify)()

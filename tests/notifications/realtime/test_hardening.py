@@ -4,11 +4,9 @@ users app's behaviour: tests/users/test_revocation.py.)"""
 
 import asyncio
 import json
-import threading
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
-from django.conf import settings
 from django.db import connection
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -17,8 +15,8 @@ from rest_framework.test import APIClient
 
 from notifications.events import sample_data
 from notifications.publish import apublish_event
-from notifications.realtime.database import read_from_database
 from tests.conftest import access_token_for
+from tests.support.read_threads import close_read_thread_connections
 from tests.support.ws import communicator, connect, expect_close, open_socket, receive_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,18 +46,7 @@ async def test_a_connection_the_database_dropped_is_replaced_without_failing_a_s
             )
             return cursor.fetchone()[0]
 
-    # The read threads keep their connections from test to test: close each thread's (every
-    # thread takes one close: they wait for each other), so the connects below open new ones.
-    threads = settings.NOTIFICATIONS_READ_THREADS
-    everyone = threading.Barrier(threads)
-
-    def close_this_threads_connection():
-        everyone.wait(10)
-        connection.close()
-
-    await asyncio.gather(
-        *(read_from_database(close_this_threads_connection)() for _ in range(threads))
-    )
+    await close_read_thread_connections()  # so the connects below open new ones
     started = await sync_to_async(database_clock)()
     for _ in range(3):
         comm, _ = await connect(token)  # leaves connections open in the read threads
