@@ -77,6 +77,10 @@ class DemoServer:
         )
         return self
 
+    @property
+    def running(self) -> bool:
+        return self.server.process is not None and self.server.process.poll() is None
+
     def stop(self) -> None:
         self.server.stop()
 
