@@ -264,8 +264,8 @@ class EventStreamConsumer(Subscriber, AsyncConsumer):
             # loop ends the connection at its next wake-up.
             logger.info("sse client too slow to take its close (user %s)", self.user_id)
             self.abandoned = True
-            registry.remove(self)
             await self.membership.discard()
+            registry.remove(self)
         except Exception:
             logger.debug("close after the stream went away", exc_info=True)
 

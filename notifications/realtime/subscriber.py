@@ -52,10 +52,14 @@ class Subscriber:
         """The connection is gone, however it ended (a disconnect, a cancelled task): no
         timer, registry entry, group member or channel left."""
         self.timer.cancel()
-        registry.remove(self)
-        telemetry.socket_closed(self)
-        await self.membership.discard()
-        await self.membership.leave()
+        try:
+            # Out of the group before out of the registry: a connection the registry no
+            # longer lists takes no more events.
+            await self.membership.discard()
+        finally:
+            registry.remove(self)
+            telemetry.socket_closed(self)
+            await self.membership.leave()
 
     async def dispatch(self, message):
         # Every database read here goes through read_from_database (read threads that replace
