@@ -144,6 +144,16 @@ def use_loop_layer(layer_class: type, make: Callable) -> None:
     layer_class._get_layer = _get_layer
 
 
+def detached_loop_layer(layer, make: Callable):
+    """A loop layer of the pub/sub layer `layer` that belongs to no event loop, made as
+    use_loop_layer's `make` makes them: for the shards and Redis channel names a send from a
+    thread without a loop must use (it opens no connection).
+
+    Assumes the same `_args`/`_kwargs` as use_loop_layer.
+    """
+    return make(*layer._args, **layer._kwargs, channel_layer=layer)
+
+
 def loop_layer(layer):
     """The running loop's layer of a pub/sub layer (made on first use).
 

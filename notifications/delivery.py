@@ -2,14 +2,16 @@
 
 Sends go out from the ASGI server's own loop when the publisher runs in a thread of it (one set
 of layer connections, and the only way to reach the in-memory layer's sockets), else from one
-background loop per process (commands, task workers, scripts). Each loop sends in publish
-order; a layer that is down costs live latency only: sockets gap-fill or replay from the store.
+sender thread per process (commands, task workers, scripts). Each sends in publish order; a
+layer that is down costs live latency only: sockets gap-fill or replay from the store.
 """
 
 import asyncio
 import atexit
 import collections
 import logging
+import os
+import queue
 import threading
 import weakref
 
@@ -20,7 +22,7 @@ from notifications.operations import metrics
 
 logger = logging.getLogger(__name__)
 
-# Sends waiting for a slow or unreachable channel layer, per event loop; past this the oldest
+# Sends waiting for a slow or unreachable channel layer, per sender; past this the oldest
 # are dropped (the events are stored, so sockets gap-fill or replay them).
 MAX_QUEUED_SENDS = 10_000
 SEND_BATCH = 256  # sends per pipelined round trip
@@ -28,8 +30,11 @@ SEND_BATCH = 256  # sends per pipelined round trip
 
 def deliver(group: str, message: dict) -> None:
     """Hand `message` to the channel layer for `group`, in publish order, without blocking."""
-    loop = compat.server_event_loop() or _background_loop.get()
-    loop.call_soon_threadsafe(_sender_for(loop).enqueue, group, message)
+    loop = compat.server_event_loop()
+    if loop is None:
+        _thread_sender.enqueue(group, message)
+    else:
+        loop.call_soon_threadsafe(_sender_for(loop).enqueue, group, message)
 
 
 class _LoopSender:
@@ -44,12 +49,7 @@ class _LoopSender:
 
     def enqueue(self, group: str, message: dict) -> None:
         if len(self.queue) >= MAX_QUEUED_SENDS:
-            dropped_group, dropped = self.queue.popleft()
-            logger.warning(
-                "channel layer backlog full: live send of %s to %s dropped; kept for replay",
-                dropped.get("event_id", dropped["type"]),
-                dropped_group,
-            )
+            _log_dropped(*self.queue.popleft())
         self.queue.append((group, message))
         self.idle.clear()
         if self.worker is None or self.worker.done():
@@ -69,15 +69,7 @@ class _LoopSender:
             try:
                 await send
             except Exception:
-                # The events are stored: sockets will gap-fill or replay them.
-                for _, message in batch:
-                    metrics.CHANNEL_LAYER_SEND_FAILURES.inc()
-                    logger.warning(
-                        "channel layer send failed for event %s of %s; kept for replay",
-                        message.get("event_id"),
-                        message.get("user_id"),
-                        exc_info=True,
-                    )
+                _log_failed_sends(batch)
         self.idle.set()
 
     async def drain(self) -> None:
@@ -98,42 +90,119 @@ def _sender_for(loop: asyncio.AbstractEventLoop) -> _LoopSender:
         return sender
 
 
-class _BackgroundLoop:
-    """A daemon thread with one long-lived event loop, for publishers outside any ASGI server
-    (management commands, task workers, plain scripts)."""
+class _ThreadSender:
+    """One daemon thread that sends, in publish order, what publishers outside any ASGI server
+    (management commands, task workers, plain scripts) deliver. A layer with a blocking send
+    (the Redis pub/sub layer's `group_send_many_from_thread`) is called directly; any other
+    runs on an event loop this thread keeps."""
 
     def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._guard = threading.Lock()
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.guard = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        os.register_at_fork(after_in_child=self._forget_thread)
 
-    def get(self) -> asyncio.AbstractEventLoop:
-        with self._guard:
-            if self._loop is None or self._loop.is_closed():
-                self._loop = asyncio.new_event_loop()
-                threading.Thread(
-                    target=self._loop.run_forever, name="notifications-publisher", daemon=True
-                ).start()
-            return self._loop
+    def enqueue(self, group: str, message: dict) -> None:
+        if self.thread is None:
+            self._start()
+        self.queue.put((group, message))
 
     def drain(self, timeout: float) -> bool:
-        loop = self._loop
-        if loop is None or not loop.is_running():
+        if self.thread is None:
             return True
-        future = asyncio.run_coroutine_threadsafe(_sender_for(loop).drain(), loop)
+        sent = threading.Event()
+        self.queue.put(sent)  # set once everything queued before it was sent
+        return sent.wait(timeout)
+
+    def _start(self) -> None:
+        with self.guard:
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._run, name="notifications-publisher", daemon=True
+                )
+                self.thread.start()
+
+    def _forget_thread(self) -> None:
+        # A forked child has the queue but not the thread: its first send starts one.
+        self.queue = queue.SimpleQueue()
+        self.thread, self.loop = None, None
+
+    def _run(self) -> None:
+        while True:
+            batch, marker = self._next_batch()
+            if batch:
+                self._send(batch)
+            if marker is not None:
+                marker.set()
+
+    def _next_batch(self) -> tuple[list[tuple[str, dict]], threading.Event | None]:
+        """Up to SEND_BATCH queued sends, ending early at a drain marker."""
+        batch: list[tuple[str, dict]] = []
+        item = self.queue.get()
+        while True:
+            if isinstance(item, threading.Event):
+                return batch, item
+            batch.append(item)
+            if len(batch) == SEND_BATCH:
+                break
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+        backlog = self.queue.qsize()
+        if backlog > MAX_QUEUED_SENDS:
+            _drop_oldest(batch, backlog - MAX_QUEUED_SENDS)
+        return batch, None
+
+    def _send(self, batch: list[tuple[str, dict]]) -> None:
+        layer = get_channel_layer()
         try:
-            future.result(timeout)
-        except TimeoutError:
-            return False
-        return True
+            send_from_thread = getattr(layer, "group_send_many_from_thread", None)
+            if send_from_thread is not None:
+                send_from_thread(batch)
+                return
+            if self.loop is None:
+                self.loop = asyncio.new_event_loop()
+            for group, message in batch:
+                self.loop.run_until_complete(layer.group_send(group, message))
+        except Exception:
+            _log_failed_sends(batch)
 
 
-_background_loop = _BackgroundLoop()
+def _drop_oldest(batch: list[tuple[str, dict]], count: int) -> None:
+    for group, message in batch[:count]:
+        _log_dropped(group, message)
+    del batch[:count]
+
+
+def _log_dropped(group: str, message: dict) -> None:
+    logger.warning(
+        "channel layer backlog full: live send of %s to %s dropped; kept for replay",
+        message.get("event_id", message["type"]),
+        group,
+    )
+
+
+def _log_failed_sends(batch: list[tuple[str, dict]]) -> None:
+    # The events are stored: sockets will gap-fill or replay them.
+    for _, message in batch:
+        metrics.CHANNEL_LAYER_SEND_FAILURES.inc()
+        logger.warning(
+            "channel layer send failed for event %s of %s; kept for replay",
+            message.get("event_id"),
+            message.get("user_id"),
+            exc_info=True,
+        )
+
+
+_thread_sender = _ThreadSender()
 
 
 def flush_deliveries(timeout: float = 5.0) -> bool:
     """Wait until events published from sync code outside a server have been handed to the
     channel layer. Returns False on timeout. Called at exit so a command loses no live send."""
-    return _background_loop.drain(timeout)
+    return _thread_sender.drain(timeout)
 
 
 async def aflush_deliveries() -> None:

@@ -9,14 +9,19 @@ layer keeps each socket's channel in the process: only groups go through Redis.
 
 import asyncio
 import itertools
+import threading
 from collections.abc import Callable
 
 from channels_redis import pubsub
 from channels_redis.core import RedisChannelLayer as CoreRedisChannelLayer
 from channels_redis.utils import create_pool
+from redis import ConnectionPool
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from notifications import compat
 
@@ -32,6 +37,40 @@ def blocking_pool(host: dict) -> aioredis.ConnectionPool:
     # retry it on a fresh connection instead of failing a join or a send.
     host.setdefault("retry", Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2))
     return aioredis.BlockingConnectionPool.from_url(host.pop("address"), **host)
+
+
+def thread_pool(host: dict) -> ConnectionPool:
+    """redis-py's blocking pool for one `hosts` entry, as channels-redis's create_pool makes the
+    asyncio one: a URL, a Sentinel master, or host/port."""
+    host = dict(host)
+    if "address" in host:
+        return ConnectionPool.from_url(host.pop("address"), **host)
+    master_name = host.pop("master_name", None)
+    if master_name is not None:
+        sentinels, sentinel_kwargs = host.pop("sentinels"), host.pop("sentinel_kwargs", None)
+        sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)
+        return SentinelConnectionPool(master_name, sentinel, **host)
+    return ConnectionPool(**host)
+
+
+def publish_from_thread(pool: ConnectionPool, publications: list[tuple[str, bytes]]) -> None:
+    """PUBLISH each (channel, data) down one pooled connection, pipelined: one round trip for
+    all. A connection Redis dropped meanwhile (a restart) is replaced and the batch sent once
+    more; a repeat reaches no socket twice (streams skip event ids already sent)."""
+    commands = [("PUBLISH", channel, data) for channel, data in publications]
+    for attempt in (1, 2):
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+            for _ in commands:
+                connection.read_response()
+            return
+        except BaseException as failure:
+            connection.disconnect()
+            if attempt == 2 or not isinstance(failure, RedisConnectionError | RedisTimeoutError):
+                raise
+        finally:
+            pool.release(connection)
 
 
 class RedisChannelLayer(CoreRedisChannelLayer):
@@ -52,6 +91,14 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
     `new_channel()` behave as in channels-redis.
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # For sends from threads with no event loop: the loop layers' shards and channel
+        # names, and a blocking pool per shard; nothing connects before the first such send.
+        self._thread_naming: _LocalChannelsLoopLayer | None = None
+        self._thread_pools: dict[object, ConnectionPool] = {}
+        self._thread_lock = threading.Lock()
+
     def loop_layer(self) -> "_LocalChannelsLoopLayer":
         """This event loop's layer (channels-redis keeps one per loop)."""
         return compat.loop_layer(self)
@@ -68,6 +115,27 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
         """group_send each (group, message), in order, pipelined: one Redis round trip per
         shard instead of one per message (a publisher's backlog after a burst)."""
         await self.loop_layer().group_send_many(messages)
+
+    def group_send_many_from_thread(self, messages: list[tuple[str, dict]]) -> None:
+        """group_send_many for a thread with no event loop (a command, a task worker): the
+        same shards and Redis channels over redis-py's blocking client, one round trip per
+        shard. The publisher then spends no event loop turn, task or lock on a send."""
+        by_pool: dict[ConnectionPool, list[tuple[str, bytes]]] = {}
+        for group, message in messages:
+            pool, name = self._thread_route(group)
+            by_pool.setdefault(pool, []).append((name, self.serialize(message)))
+        for pool, publications in by_pool.items():
+            publish_from_thread(pool, publications)
+
+    def _thread_route(self, group: str) -> tuple[ConnectionPool, str]:
+        with self._thread_lock:
+            if self._thread_naming is None:
+                self._thread_naming = compat.detached_loop_layer(self, _LocalChannelsLoopLayer)
+            shard, name = compat.shard_for_group(self._thread_naming, group)
+            pool = self._thread_pools.get(shard)
+            if pool is None:
+                pool = self._thread_pools[shard] = thread_pool(shard.host)
+        return pool, name
 
 
 class _LocalChannelsLoopLayer(pubsub.RedisPubSubLoopLayer):

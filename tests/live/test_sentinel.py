@@ -1,10 +1,15 @@
 """The channel layer through Redis Sentinel, configured the way production is (settings.py
 reads REDIS_SENTINELS and REDIS_SENTINEL_MASTER), on both layer kinds."""
 
-import pytest
+import threading
 
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
+
+from notifications.delivery import flush_deliveries
 from notifications.events import sample_data
-from notifications.publish import apublish_event
+from notifications.publish import apublish_event, publish_event
 from tests.conftest import access_token_for
 from tests.support.redis import RedisServer, SentinelServer
 from tests.support.settings import settings_from_environment
@@ -39,4 +44,15 @@ async def test_events_flow_through_a_layer_found_by_sentinel(sentinel, settings,
     comm, _ = await connect(access_token_for(user))
     await apublish_event(user_id=user.id, event_type="draft_ready", data=sample_data("draft_ready"))
     assert [e["id"] for e in await receive_events(comm, 1)] == [1]
+
+    def from_a_worker_thread():
+        # No event loop here: the process's sender thread finds the master through Sentinel.
+        publish_event(user_id=user.id, event_type="draft_ready", data=sample_data("draft_ready"))
+        assert flush_deliveries(timeout=10)
+        connection.close()
+
+    worker = threading.Thread(target=from_a_worker_thread)
+    worker.start()
+    await sync_to_async(worker.join)(30)
+    assert [e["id"] for e in await receive_events(comm, 1)] == [2]
     await comm.disconnect()

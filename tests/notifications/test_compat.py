@@ -153,6 +153,11 @@ async def test_our_pubsub_layer_makes_its_own_loop_layers_and_shards(redis_url):
         shard, name = compat.shard_for_group(loop_layer, "g")
         assert isinstance(shard, layers._LocalDeliveryShard)
         assert name.endswith("__group__g")
+        # A loop layer bound to no loop names and shards groups as the loop's own does.
+        detached = compat.detached_loop_layer(layer, layers._LocalChannelsLoopLayer)
+        assert detached is not loop_layer
+        detached_shard, detached_name = compat.shard_for_group(detached, "g")
+        assert (detached_shard.host, detached_name) == (shard.host, name)
         got = []
         channel = layer.new_local_channel(got.append)
         await layer.group_add("g", channel)

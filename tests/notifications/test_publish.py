@@ -23,7 +23,7 @@ from notifications.events import EventPayloadError, EventType, sample_data
 from notifications.models import Event, EventCounter
 from notifications.publish import apublish_event, publish_event
 from reasonflow.users.models import User
-from tests.conftest import access_token_for, redis_layer_config
+from tests.conftest import access_token_for, pubsub_layer_config, redis_layer_config
 from tests.support.live import ROOT
 from tests.support.redis import RedisServer
 from tests.support.shared_db import live_database_url
@@ -202,7 +202,14 @@ async def test_an_event_of_a_rolled_back_transaction_is_never_delivered(user):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_publishing_from_a_plain_thread_reaches_sockets_through_redis(user, redis_layer):
+@pytest.mark.parametrize("kind", ["redis", "pubsub"])
+async def test_publishing_from_a_plain_thread_reaches_sockets_through_redis(
+    user, settings, redis_url, kind
+):
+    # The pub/sub layer sends from the sender thread with redis-py's blocking client; the core
+    # layer on an event loop that thread keeps.
+    make_config = pubsub_layer_config if kind == "pubsub" else redis_layer_config
+    settings.CHANNEL_LAYERS = make_config(redis_url)
     comm, _ = await connect(access_token_for(user))
 
     def from_a_worker_thread():

@@ -1,12 +1,16 @@
 """The pub/sub layer's process-local channels and pipelined group sends, on a real Redis."""
 
 import asyncio
+import threading
 import uuid
 
 import pytest
 import redis.asyncio as aioredis
+from channels_redis.utils import create_pool
 
-from notifications.realtime.layers import RedisPubSubChannelLayer
+from notifications import compat
+from notifications.realtime.layers import RedisPubSubChannelLayer, thread_pool
+from tests.support.redis import RedisServer
 
 
 @pytest.fixture
@@ -86,3 +90,84 @@ async def test_channels_from_new_channel_still_work_the_channels_redis_way(layer
     await layer.send(channel, {"type": "t", "n": 2})
     async with asyncio.timeout(5):
         assert [(await layer.receive(channel))["n"] for _ in range(2)] == [1, 2]
+
+
+# --- sends from a thread with no event loop ----------------------------------------------------
+
+
+def send_from_a_thread(layer, messages) -> None:
+    """What the process's sender thread does for a command or a task worker."""
+    worker = threading.Thread(target=layer.group_send_many_from_thread, args=(messages,))
+    worker.start()
+    worker.join(10)
+
+
+async def test_a_thread_sends_each_group_on_the_shard_its_members_listen_on():
+    # Two Redis servers, two shards: a send on the wrong one would reach nobody.
+    servers = [RedisServer().start(), RedisServer().start()]
+    layer = RedisPubSubChannelLayer(
+        hosts=[{"address": server.url} for server in servers],
+        prefix=f"test-{uuid.uuid4().hex[:12]}",
+    )
+    try:
+        groups = [f"events.{uuid.uuid4()}" for _ in range(16)]
+        shards = {compat.shard_for_group(layer.loop_layer(), group)[0] for group in groups}
+        assert len(shards) == 2
+        received = {group: [] for group in groups}
+        for group in groups:
+            await layer.group_add(group, layer.new_local_channel(received[group].append))
+        messages = [(groups[n % 16], {"type": "t", "n": n}) for n in range(400)]
+
+        await asyncio.to_thread(send_from_a_thread, layer, messages)
+
+        await wait_for(lambda: sum(map(len, received.values())) == 400)
+        for index, group in enumerate(groups):
+            assert [m["n"] for m in received[group]] == list(range(index, 400, 16))
+    finally:
+        await layer.flush()
+        for server in servers:
+            server.stop()
+
+
+async def test_a_thread_send_survives_a_connection_redis_dropped(layer, redis_url):
+    got = []
+    await layer.group_add("g", layer.new_local_channel(got.append))
+    await asyncio.to_thread(send_from_a_thread, layer, [("g", {"n": 1})])
+    [pool] = layer._thread_pools.values()
+    connection = pool.get_connection()
+    connection.send_command("CLIENT", "ID")
+    publishing = connection.read_response()
+    pool.release(connection)
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        # Redis ends the publishing connection (as a restart would); the pool holds just it.
+        assert await admin.client_kill_filter(_id=publishing) == 1
+    finally:
+        await admin.aclose()
+    await asyncio.to_thread(send_from_a_thread, layer, [("g", {"n": 2})])  # on a new connection
+    await wait_for(lambda: len(got) == 2)
+    assert got == [{"n": 1}, {"n": 2}]
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        {"address": "redis://127.0.0.1:6390/2", "socket_timeout": 15},
+        {"sentinels": [("127.0.0.1", 26390)], "master_name": "main", "socket_timeout": 15},
+        {"host": "127.0.0.1", "port": 6390, "socket_connect_timeout": 3},
+    ],
+    ids=["url", "sentinel", "host-port"],
+)
+def test_a_threads_pool_connects_as_channels_redis_pool_for_the_same_host(host):
+    def settings(pool) -> dict:
+        # Where and how to connect; each client also keeps helper objects of its own kind.
+        return {
+            key: value
+            for key, value in pool.connection_kwargs.items()
+            if isinstance(value, str | int | float | tuple | None) and not key.startswith("orig_")
+        }
+
+    blocking, asyncio_pool = thread_pool(host), create_pool(host)
+    assert settings(blocking) == settings(asyncio_pool)
+    assert {"socket_timeout", "host"} & set(settings(blocking)) or "sentinels" in host
+    assert getattr(blocking, "service_name", None) == getattr(asyncio_pool, "service_name", None)
