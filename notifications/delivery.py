@@ -1,9 +1,11 @@
 """Delivery: hand stored events to the channel layer after commit, never blocking the caller.
 
-Sends go out from the ASGI server's own loop when the publisher runs in a thread of it (one set
-of layer connections, and the only way to reach the in-memory layer's sockets), else from one
-sender thread per process (commands, task workers, scripts). Each sends in publish order; a
-layer that is down costs live latency only: sockets gap-fill or replay from the store.
+On the Redis pub/sub layer every send goes out from one sender thread per process, with a
+blocking Redis client: no event loop turn per event, and a server's loop never waits behind a
+publisher. Other layers send from the ASGI server's own loop when the publisher runs in a thread
+of it (the only way to reach the in-memory layer's sockets), else from that thread's own loop.
+Each sends in publish order; a layer that is down costs live latency only: sockets gap-fill or
+replay from the store.
 """
 
 import asyncio
@@ -30,6 +32,10 @@ SEND_BATCH = 256  # sends per pipelined round trip
 
 def deliver(group: str, message: dict) -> None:
     """Hand `message` to the channel layer for `group`, in publish order, without blocking."""
+    if hasattr(get_channel_layer(), "group_send_many_from_thread"):
+        # Off the server's loop too: its sockets never wait behind a publisher's sends.
+        _thread_sender.enqueue(group, message)
+        return
     loop = compat.server_event_loop()
     if loop is None:
         _thread_sender.enqueue(group, message)
@@ -206,8 +212,10 @@ def flush_deliveries(timeout: float = 5.0) -> bool:
 
 
 async def aflush_deliveries() -> None:
-    """Wait until events queued on the running loop have been handed to the channel layer."""
+    """Wait until events queued on the running loop or the sender thread have been handed to
+    the channel layer."""
     await _sender_for(asyncio.get_running_loop()).drain()
+    await asyncio.to_thread(_thread_sender.drain, 10.0)
 
 
 atexit.register(flush_deliveries)
