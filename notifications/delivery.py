@@ -32,7 +32,9 @@ SEND_BATCH = 256  # sends per pipelined round trip
 
 def deliver(group: str, message: dict) -> None:
     """Hand `message` to the channel layer for `group`, in publish order, without blocking."""
-    if hasattr(get_channel_layer(), "group_send_many_from_thread"):
+    # Asked of the class: channels-redis's own pub/sub layer looks up a missing attribute on
+    # the running loop's layer, and a thread outside the server has no loop.
+    if hasattr(type(get_channel_layer()), "group_send_many_from_thread"):
         # Off the server's loop too: its sockets never wait behind a publisher's sends.
         _thread_sender.enqueue(group, message)
         return
@@ -164,9 +166,9 @@ class _ThreadSender:
     def _send(self, batch: list[tuple[str, dict]]) -> None:
         layer = get_channel_layer()
         try:
-            send_from_thread = getattr(layer, "group_send_many_from_thread", None)
+            send_from_thread = getattr(type(layer), "group_send_many_from_thread", None)
             if send_from_thread is not None:
-                send_from_thread(batch)
+                send_from_thread(layer, batch)
                 return
             if self.loop is None:
                 self.loop = asyncio.new_event_loop()

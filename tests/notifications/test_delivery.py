@@ -117,3 +117,28 @@ async def test_a_forked_child_sends_from_a_thread_of_its_own(layer):
     assert os.waitstatus_to_exitcode(await asyncio.to_thread(fork_and_publish)) == 0
     await wait_for(lambda: len(received) == 2)
     assert received == [{"n": 0}, {"n": 1}]
+
+
+async def test_a_layer_that_looks_attributes_up_on_the_running_loop_is_sent_to_from_a_thread(
+    settings, redis_url
+):
+    # channels-redis's own pub/sub layer (the stock consumer's) resolves a missing attribute
+    # through the running loop's layer; a thread outside the server has none.
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": pubsub_layer_config(redis_url)["default"]["CONFIG"],
+        }
+    }
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add("stock", channel)
+
+    def publish():
+        deliver("stock", {"type": "t", "n": 1})
+        assert flush_deliveries(timeout=10)
+
+    await asyncio.to_thread(from_a_plain_thread, publish)
+    async with asyncio.timeout(10):
+        assert await layer.receive(channel) == {"type": "t", "n": 1}
+    await layer.flush()
