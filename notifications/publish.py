@@ -76,9 +76,12 @@ class _PendingEvent:
     """One published event: stored by `before_commit` with the transaction's other events,
     then, called as an on_commit hook, handed to the channel layer."""
 
-    __slots__ = ("data_json", "event", "published_at")
+    # Django names a robust hook that raised by its __qualname__, which an instance lacks:
+    # without one, a failed delivery became an AttributeError in the caller.
+    __slots__ = ("__qualname__", "data_json", "event", "published_at")
 
     def __init__(self, event: Event, data_json: str) -> None:
+        self.__qualname__ = "publish_event delivery"
         self.event = event
         self.data_json = data_json
         self.published_at = time.time()  # for the publish-to-socket latency metric
@@ -173,8 +176,8 @@ _INSERT_EVENT_SQL = (
 
 def _store_events(connection, pending: list[_PendingEvent]) -> None:
     """Insert the events with their users' next event ids, users in canonical (uuid) order, and
-    fill in each Event's id, event_id and created_at. Raw SQL: every commit that published
-    runs it."""
+    fill in each Event's id, event_id and created_at. Raw SQL on the driver's own cursor: every
+    commit that published runs it."""
     tables = {
         "counter": connection.ops.quote_name(EventCounter._meta.db_table),
         "event": connection.ops.quote_name(Event._meta.db_table),
@@ -183,8 +186,11 @@ def _store_events(connection, pending: list[_PendingEvent]) -> None:
     for item in pending:
         by_user.setdefault(item.event.user_id, []).append(item)
     users = sorted(by_user)
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql" and len(pending) == 1:
+    if connection.vendor != "postgresql":
+        _store_events_one_by_one(connection, tables, users, by_user)
+        return
+    with compat.driver_cursor(connection) as cursor:
+        if len(pending) == 1:
             [item] = pending
             user = item.event.user_id
             cursor.execute(
@@ -193,35 +199,31 @@ def _store_events(connection, pending: list[_PendingEvent]) -> None:
             )
             _fill(item.event, connection, *cursor.fetchone())
             return
-        if connection.vendor == "postgresql":
-            event_users, before_last, types, datas = [], [], [], []
-            for user in users:
-                items = by_user[user]
-                for position, item in enumerate(items, 1):
-                    event_users.append(user)
-                    before_last.append(len(items) - position)
-                    types.append(item.event.type)
-                    datas.append(item.data_json)
-            cursor.execute(
-                _STORE_EVENTS_SQL_POSTGRES.format(**tables),
-                [
-                    users,
-                    [len(by_user[user]) for user in users],
-                    event_users,
-                    before_last,
-                    types,
-                    datas,
-                ],
-            )
-            stored: dict[uuid.UUID, list[tuple]] = {}
-            for row_id, user, event_id, created_at in cursor.fetchall():
-                stored.setdefault(user, []).append((event_id, row_id, created_at))
-            for user in users:
-                for item, (event_id, row_id, created_at) in zip(
-                    by_user[user], sorted(stored[user]), strict=True
-                ):
-                    _fill(item.event, connection, row_id, event_id, created_at)
-            return
+        event_users, before_last, types, datas = [], [], [], []
+        for user in users:
+            items = by_user[user]
+            for position, item in enumerate(items, 1):
+                event_users.append(user)
+                before_last.append(len(items) - position)
+                types.append(item.event.type)
+                datas.append(item.data_json)
+        cursor.execute(
+            _STORE_EVENTS_SQL_POSTGRES.format(**tables),
+            [users, [len(by_user[user]) for user in users], event_users, before_last, types, datas],
+        )
+        stored: dict[uuid.UUID, list[tuple]] = {}
+        for row_id, user, event_id, created_at in cursor.fetchall():
+            stored.setdefault(user, []).append((event_id, row_id, created_at))
+    for user in users:
+        for item, (event_id, row_id, created_at) in zip(
+            by_user[user], sorted(stored[user]), strict=True
+        ):
+            _fill(item.event, connection, row_id, event_id, created_at)
+
+
+def _store_events_one_by_one(connection, tables: dict, users: list, by_user: dict) -> None:
+    """SQLite (development): a counter bump per user, then an insert per event."""
+    with connection.cursor() as cursor:
         for user in users:
             items = by_user[user]
             db_user = EventCounter._meta.pk.target_field.get_db_prep_value(user, connection)

@@ -411,6 +411,38 @@ def test_a_database_error_before_commit_rolls_the_transaction_back_and_propagate
     assert not User.objects.exists()
 
 
+def test_the_driver_cursor_is_the_drivers_own_with_djangos_errors(db):
+    from django.db import DatabaseError, connection
+    from django.db.backends.utils import CursorWrapper
+
+    with compat.driver_cursor(connection) as cursor:
+        # PostgreSQL: the driver's own; elsewhere (SQLite's placeholders differ) Django's.
+        assert isinstance(cursor, CursorWrapper) == (connection.vendor != "postgresql")
+        cursor.execute("SELECT %s", [41])
+        assert cursor.fetchone() == (41,)
+    # A driver error comes out as django.db's (the driver's own errors are not subclasses).
+    with pytest.raises(DatabaseError), compat.driver_cursor(connection) as cursor:
+        cursor.execute("SELECT * FROM notifications_no_such_table")
+
+
+def test_the_driver_cursor_is_djangos_while_something_watches_the_queries(db, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    seen = []
+
+    def watch(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(watch), compat.driver_cursor(connection) as cursor:
+        cursor.execute("SELECT 1")
+    assert seen == ["SELECT 1"]
+    with CaptureQueriesContext(connection) as logged, compat.driver_cursor(connection) as cursor:
+        cursor.execute("SELECT 2")
+    assert [query["sql"] for query in logged.captured_queries] == ["SELECT 2"]
+
+
 @pytest.mark.django_db
 def test_under_a_test_case_leaving_the_tests_outermost_block_releases_a_savepoint():
     from django.db import transaction

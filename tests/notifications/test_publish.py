@@ -3,6 +3,7 @@ and a channel layer that is down costing nothing but live delivery."""
 
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -224,6 +225,17 @@ async def test_publishing_from_a_plain_thread_reaches_sockets_through_redis(
     await sync_to_async(thread.join)(30)
     assert [e["id"] for e in await receive_events(comm, 3)] == [1, 2, 3]
     await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_that_fails_is_logged_and_the_producers_commit_stands(user, settings, caplog):
+    # A channel layer that cannot even be built: the hook raises after the commit.
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "notifications.no_such.Layer"}}
+    with caplog.at_level(logging.ERROR, logger="django.db.backends.base"), transaction.atomic():
+        draft_ready(user)
+    assert [e.event_id for e in Event.objects.filter(user=user)] == [1]
+    [record] = [r for r in caplog.records if "on_commit" in r.getMessage()]
+    assert "publish_event delivery" in record.getMessage()
 
 
 @pytest.mark.django_db(transaction=True)
