@@ -9,6 +9,7 @@ layer keeps each socket's channel in the process: only groups go through Redis.
 
 import asyncio
 import itertools
+import os
 import threading
 from collections.abc import Callable
 
@@ -53,24 +54,42 @@ def thread_pool(host: dict) -> ConnectionPool:
     return ConnectionPool(**host)
 
 
-def publish_from_thread(pool: ConnectionPool, publications: list[tuple[str, bytes]]) -> None:
-    """PUBLISH each (channel, data) down one pooled connection, pipelined: one round trip for
-    all. A connection Redis dropped meanwhile (a restart) is replaced and the batch sent once
-    more; a repeat reaches no socket twice (streams skip event ids already sent)."""
-    commands = [("PUBLISH", channel, data) for channel, data in publications]
-    for attempt in (1, 2):
-        connection = pool.get_connection()
-        try:
-            connection.send_packed_command(connection.pack_commands(commands))
-            for _ in commands:
-                connection.read_response()
-            return
-        except BaseException as failure:
-            connection.disconnect()
-            if attempt == 2 or not isinstance(failure, RedisConnectionError | RedisTimeoutError):
-                raise
-        finally:
-            pool.release(connection)
+class ThreadPublisher:
+    """PUBLISHes to one shard from threads without an event loop, over one connection kept
+    between batches: a connection taken from redis-py's pool each time is first polled for
+    unread data, a system call per batch. A forked child opens a connection of its own."""
+
+    def __init__(self, host: dict) -> None:
+        self.pool = thread_pool(host)
+        self.connection = None
+        self.pid = None
+        self.lock = threading.Lock()
+
+    def publish(self, publications: list[tuple[str, bytes]]) -> None:
+        """PUBLISH each (channel, data), pipelined: one round trip for all. A connection Redis
+        dropped meanwhile (a restart) is replaced and the batch sent once more; a repeat reaches
+        no socket twice (streams skip event ids already sent)."""
+        commands = [("PUBLISH", channel, data) for channel, data in publications]
+        with self.lock:
+            if self.pid != os.getpid():
+                self.connection, self.pid = self.pool.make_connection(), os.getpid()
+            connection = self.connection
+            packed = connection.pack_commands(commands)
+            for attempt in (1, 2):
+                try:
+                    # At once when connected. Not left to send_packed_command, which would
+                    # connect to the connection's default address: a Sentinel one's master is
+                    # found by connect() only.
+                    connection.connect()
+                    connection.send_packed_command(packed)
+                    for _ in commands:
+                        connection.read_response()
+                    return
+                except BaseException as failure:
+                    connection.disconnect()
+                    retry = isinstance(failure, RedisConnectionError | RedisTimeoutError)
+                    if attempt == 2 or not retry:
+                        raise
 
 
 class RedisChannelLayer(CoreRedisChannelLayer):
@@ -96,7 +115,7 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
         # For sends from threads with no event loop: the loop layers' shards and channel
         # names, and a blocking pool per shard; nothing connects before the first such send.
         self._thread_naming: _LocalChannelsLoopLayer | None = None
-        self._thread_pools: dict[object, ConnectionPool] = {}
+        self._thread_publishers: dict[object, ThreadPublisher] = {}
         self._thread_lock = threading.Lock()
 
     def loop_layer(self) -> "_LocalChannelsLoopLayer":
@@ -120,22 +139,22 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
         """group_send_many for a thread with no event loop (a command, a task worker): the
         same shards and Redis channels over redis-py's blocking client, one round trip per
         shard. The publisher then spends no event loop turn, task or lock on a send."""
-        by_pool: dict[ConnectionPool, list[tuple[str, bytes]]] = {}
+        by_shard: dict[ThreadPublisher, list[tuple[str, bytes]]] = {}
         for group, message in messages:
-            pool, name = self._thread_route(group)
-            by_pool.setdefault(pool, []).append((name, self.serialize(message)))
-        for pool, publications in by_pool.items():
-            publish_from_thread(pool, publications)
+            publisher, name = self._thread_route(group)
+            by_shard.setdefault(publisher, []).append((name, self.serialize(message)))
+        for publisher, publications in by_shard.items():
+            publisher.publish(publications)
 
-    def _thread_route(self, group: str) -> tuple[ConnectionPool, str]:
+    def _thread_route(self, group: str) -> tuple[ThreadPublisher, str]:
         with self._thread_lock:
             if self._thread_naming is None:
                 self._thread_naming = compat.detached_loop_layer(self, _LocalChannelsLoopLayer)
             shard, name = compat.shard_for_group(self._thread_naming, group)
-            pool = self._thread_pools.get(shard)
-            if pool is None:
-                pool = self._thread_pools[shard] = thread_pool(shard.host)
-        return pool, name
+            publisher = self._thread_publishers.get(shard)
+            if publisher is None:
+                publisher = self._thread_publishers[shard] = ThreadPublisher(shard.host)
+        return publisher, name
 
 
 class _LocalChannelsLoopLayer(pubsub.RedisPubSubLoopLayer):

@@ -133,14 +133,12 @@ async def test_a_thread_send_survives_a_connection_redis_dropped(layer, redis_ur
     got = []
     await layer.group_add("g", layer.new_local_channel(got.append))
     await asyncio.to_thread(send_from_a_thread, layer, [("g", {"n": 1})])
-    [pool] = layer._thread_pools.values()
-    connection = pool.get_connection()
-    connection.send_command("CLIENT", "ID")
-    publishing = connection.read_response()
-    pool.release(connection)
+    [publisher] = layer._thread_publishers.values()
+    publisher.connection.send_command("CLIENT", "ID")
+    publishing = publisher.connection.read_response()
     admin = aioredis.Redis.from_url(redis_url)
     try:
-        # Redis ends the publishing connection (as a restart would); the pool holds just it.
+        # Redis ends the publishing connection (as a restart would).
         assert await admin.client_kill_filter(_id=publishing) == 1
     finally:
         await admin.aclose()
