@@ -7,6 +7,7 @@ strings) before it reaches the event store or the channel layer.
 
 import enum
 import math
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -34,11 +35,15 @@ class EventPayloadError(ValueError):
 Normaliser = Callable[[Any], Any]
 
 
+# A UUID string already in the form str(UUID) gives: most producers pass one on.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _uuid(value: Any) -> str:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, str):
-        return str(uuid.UUID(value))
+        return value if _CANONICAL_UUID.fullmatch(value) else str(uuid.UUID(value))
     raise TypeError("expected a UUID or a UUID string")
 
 
@@ -114,11 +119,14 @@ EVENT_SCHEMAS: dict[EventType, dict[str, Normaliser]] = {
 }
 
 
+_EVENT_TYPES = {event_type.value: event_type for event_type in EventType}
+
+
 def parse_event_type(value: Any) -> EventType:
     """Return the EventType named by `value`, or raise EventPayloadError."""
     try:
-        return EventType(value)
-    except ValueError:
+        return _EVENT_TYPES[value]
+    except (KeyError, TypeError):
         raise EventPayloadError(
             f"unknown event type {value!r}; expected one of {', '.join(EventType)}"
         ) from None
@@ -130,9 +138,9 @@ def build_payload(event_type: EventType | str, data: Mapping[str, Any]) -> dict[
     schema = EVENT_SCHEMAS[event_type]
     if not isinstance(data, Mapping):
         raise EventPayloadError(f"{event_type}: data must be a mapping, not {type(data).__name__}")
-    missing = sorted(set(schema) - set(data))
-    extra = sorted(set(data) - set(schema))
-    if missing or extra:
+    if data.keys() != schema.keys():
+        missing = sorted(set(schema) - set(data))
+        extra = sorted(set(data) - set(schema))
         raise EventPayloadError(f"{event_type}: missing keys {missing}, unexpected keys {extra}")
     payload = {}
     for key, normalise in schema.items():

@@ -7,6 +7,7 @@ gap-fill from it, so a channel layer that is down or slow costs latency for live
 a lost event or a failed request.
 """
 
+import functools
 import time
 import uuid
 from typing import Any
@@ -55,8 +56,10 @@ def publish_event(
             "they store a transaction's events just before it commits, in user order, so that "
             "producers never deadlock on the per-user counters."
         )
+    if not isinstance(user_id, uuid.UUID):
+        user_id = uuid.UUID(str(user_id))
     pending = _PendingEvent(
-        Event(user_id=uuid.UUID(str(user_id)), type=str(event_type), data=payload),
+        Event(user_id=user_id, type=str(event_type), data=payload),
         dump_json(payload),
     )
     if compat.in_committing_transaction(connection):
@@ -99,7 +102,7 @@ class _PendingEvent:
                 f"{event.type} event for {event.user_id} reached delivery unstored: its "
                 "transaction committed without the before-commit hook (notifications.compat)"
             )
-        metrics.EVENTS_PUBLISHED.labels(type=event.type).inc()
+        _published_counter(event.type).inc()
         message = {
             "type": MESSAGE_TYPE,
             "user_id": str(event.user_id),
@@ -115,6 +118,12 @@ class _PendingEvent:
             "published_at": self.published_at,
         }
         deliver(user_group_name(event.user_id), message)
+
+
+@functools.cache
+def _published_counter(event_type: str):
+    # prometheus_client's labels() validates and locks on every call.
+    return metrics.EVENTS_PUBLISHED.labels(type=event_type)
 
 
 def revoke_connections(*, user_id: uuid.UUID | str) -> None:

@@ -105,6 +105,25 @@ def test_uuids_become_strings_and_the_timestamp_is_utc_iso(user):
 
 
 @pytest.mark.django_db
+def test_uuid_strings_in_any_form_uuid_takes_are_stored_in_its_canonical_form(user):
+    email_id, draft_id = uuid.uuid4(), uuid.uuid4()
+    event = publish_event(
+        user_id=user.id,
+        event_type="email_sent",
+        data={"email_id": str(email_id).upper(), "draft_id": "{" + draft_id.hex + "}"},
+    )
+    assert event.data == {"email_id": str(email_id), "draft_id": str(draft_id)}
+    with pytest.raises(EventPayloadError, match="email_id"):
+        publish_event(
+            user_id=user.id,
+            event_type="email_sent",
+            data={"email_id": str(email_id) + "0", "draft_id": str(draft_id)},
+        )
+    with pytest.raises(EventPayloadError, match="unknown event type"):
+        publish_event(user_id=user.id, event_type=["email_sent"], data={})
+
+
+@pytest.mark.django_db
 def test_every_event_type_has_a_valid_sample():
     for event_type in EventType:
         assert sample_data(event_type)
