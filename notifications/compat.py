@@ -207,39 +207,6 @@ def shard_for_group(loop_layer, group: str) -> tuple[object, str]:
     return loop_layer._get_shard(name), name
 
 
-async def publish_many(shard, publications: list[tuple[str, bytes]]) -> None:
-    """PUBLISH each (channel, data) on one shard, pipelined: one round trip for all.
-
-    The commands go straight down one pooled connection (redis-py's public Connection API):
-    its Pipeline object cost a tenth of what publish_event adds to a one-event transaction
-    (callgrind, 600 transactions: 144 k instructions per event). A connection that Redis
-    dropped meanwhile (a restart) is replaced and the whole batch sent once more; a repeat
-    reaches no socket twice (streams skip event ids already sent).
-
-    Assumes RedisSingleShardConnection's `_lock` guards its connection, `_ensure_redis()`
-    opens it when needed and `_redis` is then a redis.asyncio client.
-    """
-    from redis.exceptions import ConnectionError, TimeoutError
-
-    async with shard._lock:
-        shard._ensure_redis()
-        pool = shard._redis.connection_pool
-        commands = [("PUBLISH", channel, data) for channel, data in publications]
-        for attempt in (1, 2):
-            connection = await pool.get_connection()
-            try:
-                await connection.send_packed_command(connection.pack_commands(commands))
-                for _ in commands:
-                    await connection.read_response()
-                return
-            except BaseException as failure:
-                await connection.disconnect()
-                if attempt == 2 or not isinstance(failure, ConnectionError | TimeoutError):
-                    raise
-            finally:
-                await pool.release(connection)
-
-
 def use_message_handler(shard_class: type, handle: Callable) -> None:
     """Have `shard_class` (a RedisSingleShardConnection) pass each pub/sub message (or None)
     to `handle(shard, message)`.

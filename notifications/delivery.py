@@ -32,13 +32,11 @@ SEND_BATCH = 256  # sends per pipelined round trip
 
 def deliver(group: str, message: dict) -> None:
     """Hand `message` to the channel layer for `group`, in publish order, without blocking."""
-    # Asked of the class: channels-redis's own pub/sub layer looks up a missing attribute on
-    # the running loop's layer, and a thread outside the server has no loop.
-    if hasattr(type(get_channel_layer()), "group_send_many_from_thread"):
-        # Off the server's loop too: its sockets never wait behind a publisher's sends.
-        _thread_sender.enqueue(group, message)
-        return
-    loop = compat.server_event_loop()
+    # A layer that sends from a thread does so in a server too: the server's sockets never
+    # wait behind a publisher's sends. Asked of the class: channels-redis's own pub/sub layer
+    # looks a missing attribute up on the running loop's layer, and this thread has no loop.
+    sends_from_thread = hasattr(type(get_channel_layer()), "group_send_many_from_thread")
+    loop = None if sends_from_thread else compat.server_event_loop()
     if loop is None:
         _thread_sender.enqueue(group, message)
     else:
@@ -65,19 +63,12 @@ class _LoopSender:
 
     async def _run(self) -> None:
         layer = get_channel_layer()
-        # The pub/sub layer pipelines a backlog: one round trip for many sends.
-        send_many = getattr(layer, "group_send_many", None)
         while self.queue:
-            if send_many is None:
-                batch = [self.queue.popleft()]
-                send = layer.group_send(*batch[0])
-            else:
-                batch = [self.queue.popleft() for _ in range(min(len(self.queue), SEND_BATCH))]
-                send = send_many(batch)
+            send = self.queue.popleft()
             try:
-                await send
+                await layer.group_send(*send)
             except Exception:
-                _log_failed_sends(batch)
+                _log_failed_sends([send])
         self.idle.set()
 
     async def drain(self) -> None:

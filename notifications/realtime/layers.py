@@ -130,15 +130,11 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
     def discard_local_channel(self, channel: str) -> None:
         self.loop_layer().channels.pop(channel, None)
 
-    async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
-        """group_send each (group, message), in order, pipelined: one Redis round trip per
-        shard instead of one per message (a publisher's backlog after a burst)."""
-        await self.loop_layer().group_send_many(messages)
-
     def group_send_many_from_thread(self, messages: list[tuple[str, dict]]) -> None:
-        """group_send_many for a thread with no event loop (a command, a task worker): the
-        same shards and Redis channels over redis-py's blocking client, one round trip per
-        shard. The publisher then spends no event loop turn, task or lock on a send."""
+        """group_send each (group, message), in order, from a thread with no event loop (every
+        publisher's sender thread): the loop layers' shards and Redis channels over redis-py's
+        blocking client, pipelined: one round trip per shard for a backlog. The publisher then
+        spends no event loop turn, task or lock on a send."""
         by_shard: dict[ThreadPublisher, list[tuple[str, bytes]]] = {}
         for group, message in messages:
             publisher, name = self._thread_route(group)
@@ -168,15 +164,6 @@ class _LocalChannelsLoopLayer(pubsub.RedisPubSubLoopLayer):
         channel = f"{self.prefix}local.{next(self._local_ids)}"
         self.channels[channel] = deliver
         return channel
-
-    async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
-        by_shard: dict[pubsub.RedisSingleShardConnection, list[tuple[str, bytes]]] = {}
-        for group, message in messages:
-            shard, name = compat.shard_for_group(self, group)
-            data = self.channel_layer.serialize(message)
-            by_shard.setdefault(shard, []).append((name, data))
-        for shard, publications in by_shard.items():
-            await compat.publish_many(shard, publications)
 
     async def send(self, channel, message):
         deliver = self.channels.get(channel)
