@@ -10,6 +10,8 @@ from rest_framework_simplejwt.tokens import AccessToken
 from reasonflow.users.throttles import refusals
 from tests.support.redis import shared_redis_url
 
+pytest_plugins = ["tests.support.hangs"]
+
 PASSWORD = "correct-horse-battery-staple-42"
 
 

@@ -315,7 +315,9 @@ def test_a_reload_shows_the_stored_history_with_its_jobs_and_no_toast(page, serv
     expect(job.locator(".progress")).to_have_attribute("aria-valuenow", "100")
     # History is shown, not announced: no toast, and the badges are the REST counts.
     expect(page.locator(".toast")).to_have_count(0)
-    assert (badge(page, "unread"), badge(page, "drafts")) == (unread, drafts)
+    # The counts load after the socket connects: wait for them, then compare.
+    expect(page.locator("#badge-unread")).to_have_attribute("data-count", str(unread))
+    expect(page.locator("#badge-drafts")).to_have_attribute("data-count", str(drafts))
 
 
 def test_a_login_shows_the_newest_fifty_stored_events_newest_first(page, server):
