@@ -64,7 +64,11 @@ class Email(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["owner", "-received_at"], name="email_owner_received"),
+            # The list's whole ordering: a page is read from the index, not sorted from every
+            # email of the owner (a sync stores many emails with one received_at).
+            models.Index(
+                fields=["owner", "-received_at", "-created_at"], name="email_owner_newest"
+            ),
             models.Index(fields=["owner", "status"], name="email_owner_status"),
         ]
 
