@@ -7,17 +7,26 @@ import json
 
 import pytest
 from django.urls import path as route
+from django.utils import timezone
+from rest_framework import serializers
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.test import APIClient
+from rest_framework.utils.encoders import JSONEncoder as DRFJSONEncoder
 from rest_framework.views import APIView
 
-from emails.models import BatchJob
+from emails.apis import (
+    BatchJobOutputSerializer,
+    DraftOutputSerializer,
+    EmailDetailOutputSerializer,
+    EmailOutputSerializer,
+)
+from emails.models import BatchJob, Email
 from notifications.models import Event
 from reasonflow.parsers import JSONParser
 from reasonflow.users.models import User
 from tests.conftest import access_token_for
-from tests.emails.factories import DraftFactory
+from tests.emails.factories import DraftFactory, EmailFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -199,3 +208,63 @@ def test_an_unexpected_error_is_a_json_500_without_its_traceback(settings, debug
     assert response.status_code == 500
     assert response.json() == {"detail": "Internal server error."}
     assert "RuntimeError" in caplog.text  # kept server-side, with its traceback
+
+
+# --- output rows (ModelSerializer.to_representation) ----------------------------------------
+
+
+def drf_row(serializer, instance) -> dict:
+    """The row DRF's own Serializer.to_representation renders."""
+    return dict(serializers.Serializer.to_representation(serializer, instance))
+
+
+def test_every_output_serializer_renders_the_rows_drf_renders(make_user):
+    owner = make_user()
+    bare = EmailFactory(owner=owner, confidence=None, classification="", thread_id="")
+    draft = DraftFactory(email__owner=owner, sent_at=timezone.now(), error="boom")
+    job = BatchJob.objects.create(owner=owner, kind="classify", total=3, email_ids=[str(bare.id)])
+    cases = [
+        (EmailOutputSerializer(), bare),
+        (EmailOutputSerializer(), draft.email),
+        (EmailDetailOutputSerializer(), draft.email),  # a method field: the draft, nested
+        (EmailDetailOutputSerializer(), bare),
+        (DraftOutputSerializer(), draft),
+        (BatchJobOutputSerializer(), job),  # a renamed source and a property
+    ]
+    for serializer, instance in cases:
+        row = serializer.to_representation(instance)
+        assert row == drf_row(serializer, instance), type(serializer).__name__
+        assert json.dumps(row, cls=DRFJSONEncoder)  # JSON as it stands
+
+
+def test_a_row_follows_drf_for_relations_dotted_sources_callables_and_missing_attributes():
+    from reasonflow.api import ModelSerializer
+
+    class Everything(ModelSerializer):
+        owner_email = serializers.CharField(source="owner.email")
+        status_label = serializers.CharField(source="get_status_display")
+        shouting = serializers.SerializerMethodField()
+        absent = serializers.CharField(required=False)  # not on the model: skipped
+        fallback = serializers.CharField(default="the default")  # not on the model either
+        whole = serializers.SerializerMethodField()
+
+        class Meta:
+            model = Email
+            fields = ["id", "owner", "owner_email", "status_label", "shouting", "absent"]
+            fields += ["fallback", "whole", "confidence", "received_at"]
+
+        def get_shouting(self, email):
+            return email.subject.upper()
+
+        def get_whole(self, email):
+            return None
+
+    email = EmailFactory(confidence=None)
+    serializer = Everything()
+    row = serializer.to_representation(email)
+    assert row == drf_row(serializer, email)
+    assert row["owner"] == email.owner_id  # the relation's primary key, as DRF renders it
+    assert row["status_label"] == email.get_status_display()
+    assert "absent" not in row and row["fallback"] == "the default"
+    assert row["confidence"] is None and row["whole"] is None
+    assert [dict(r) for r in Everything([email, email], many=True).data] == [row, row]
