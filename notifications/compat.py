@@ -51,10 +51,10 @@ def skip_health_check(connection) -> None:
 @contextlib.contextmanager
 def driver_cursor(connection):
     """A cursor of the database driver itself, past Django's CursorWrapper (a third of what
-    publish_event's store statement costs the producer), its errors still raised as
-    django.db's, on PostgreSQL (whose driver takes Django's `%s` placeholders). Django's own
-    cursor elsewhere, and when something watches the queries: DEBUG's query log or an
-    `execute_wrapper()`.
+    publish_event's store statement costs the producer), binding its parameters on the server,
+    its errors still raised as django.db's, on PostgreSQL (whose driver takes Django's `%s`
+    placeholders). Django's own cursor elsewhere, and when something watches the queries:
+    DEBUG's query log or an `execute_wrapper()`.
 
     Assumes that after `ensure_connection()` `connection.connection` is the driver's open
     connection, and that `connection.wrap_database_errors` is the context manager Django's
@@ -69,8 +69,13 @@ def driver_cursor(connection):
         with connection.cursor() as cursor:
             yield cursor
         return
+    import psycopg
+
     connection.ensure_connection()
-    with connection.wrap_database_errors, connection.connection.cursor() as cursor:
+    # psycopg's own Cursor, not the client-binding one Django makes by default: the parameters
+    # travel beside the statement (unnamed, so PgBouncer's transaction mode takes it) instead of
+    # being quoted into it in Python, a tenth of the statement's cost to the producer.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         yield cursor
 
 

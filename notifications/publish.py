@@ -10,6 +10,7 @@ a lost event or a failed request.
 import functools
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -159,7 +160,7 @@ _STORE_EVENTS_SQL_POSTGRES = (
     "SELECT user_id, next.last_event_id - e.before_last, e.type, e.data::jsonb, next.created_at "
     "FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::text[]) "
     "AS e(user_id, before_last, type, data) JOIN next USING (user_id) "
-    "RETURNING id, user_id, event_id, created_at"
+    "RETURNING id, user_id, event_id, {created_at_micros}"
 )
 # The same for a transaction that published one event (a request, a signal): plain parameters
 # cost the producer less than arrays.
@@ -170,8 +171,13 @@ _STORE_ONE_EVENT_SQL_POSTGRES = (
     "RETURNING last_event_id) "
     "INSERT INTO {event} (user_id, event_id, type, data, created_at) "
     "SELECT %s, last_event_id, %s, %s::jsonb, clock_timestamp() FROM next "
-    "RETURNING id, event_id, created_at"
+    "RETURNING id, event_id, {created_at_micros}"
 )
+# The timestamp comes back as microseconds since the epoch (exact: extract() is numeric since
+# PostgreSQL 14): Django's loader of timestamptz parses the text in Python, a fifth of what the
+# statement costs the producer.
+_CREATED_AT_MICROS = "(extract(epoch FROM created_at) * 1000000)::bigint"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BUMP_COUNTER_SQL = (
     "INSERT INTO {counter} (user_id, last_event_id) VALUES (%s, %s) "
     "ON CONFLICT (user_id) DO UPDATE SET last_event_id = {counter}.last_event_id + %s "
@@ -190,6 +196,7 @@ def _store_events(connection, pending: list[_PendingEvent]) -> None:
     tables = {
         "counter": connection.ops.quote_name(EventCounter._meta.db_table),
         "event": connection.ops.quote_name(Event._meta.db_table),
+        "created_at_micros": _CREATED_AT_MICROS,
     }
     by_user: dict[uuid.UUID, list[_PendingEvent]] = {}
     for item in pending:
@@ -206,7 +213,8 @@ def _store_events(connection, pending: list[_PendingEvent]) -> None:
                 _STORE_ONE_EVENT_SQL_POSTGRES.format(**tables),
                 [user, user, item.event.type, item.data_json],
             )
-            _fill(item.event, connection, *cursor.fetchone())
+            row_id, event_id, micros = cursor.fetchone()
+            _fill(item.event, connection, row_id, event_id, _EPOCH + timedelta(microseconds=micros))
             return
         event_users, before_last, types, datas = [], [], [], []
         for user in users:
@@ -221,7 +229,8 @@ def _store_events(connection, pending: list[_PendingEvent]) -> None:
             [users, [len(by_user[user]) for user in users], event_users, before_last, types, datas],
         )
         stored: dict[uuid.UUID, list[tuple]] = {}
-        for row_id, user, event_id, created_at in cursor.fetchall():
+        for row_id, user, event_id, micros in cursor.fetchall():
+            created_at = _EPOCH + timedelta(microseconds=micros)
             stored.setdefault(user, []).append((event_id, row_id, created_at))
     for user in users:
         for item, (event_id, row_id, created_at) in zip(

@@ -388,10 +388,17 @@ def test_the_driver_cursor_is_the_drivers_own_with_djangos_errors(db):
     from django.db.backends.utils import CursorWrapper
 
     with compat.driver_cursor(connection) as cursor:
-        # PostgreSQL: the driver's own; elsewhere (SQLite's placeholders differ) Django's.
+        # PostgreSQL: the driver's own, binding on the server; elsewhere (SQLite's placeholders
+        # differ) Django's.
         assert isinstance(cursor, CursorWrapper) == (connection.vendor != "postgresql")
         cursor.execute("SELECT %s", [41])
         assert cursor.fetchone() == (41,)
+        if connection.vendor == "postgresql":
+            import psycopg
+
+            # Not Django's default ClientCursor, which quotes the values into the statement.
+            assert type(cursor) is psycopg.Cursor
+            assert not isinstance(cursor, psycopg.ClientCursor)
     # A driver error comes out as django.db's (the driver's own errors are not subclasses).
     with pytest.raises(DatabaseError), compat.driver_cursor(connection) as cursor:
         cursor.execute("SELECT * FROM notifications_no_such_table")

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
@@ -503,3 +503,17 @@ def test_producers_publishing_to_overlapping_users_in_any_order_never_deadlock()
         assert [e.event_id for e in stored] == list(range(1, published.get(str(user.id), 0) + 1))
         times = [e.created_at for e in stored]
         assert times == sorted(times)  # numbered in commit order
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_published_events_time_is_the_stored_one_to_the_microsecond(user, other_user):
+    with transaction.atomic():  # one event: the single-event statement
+        alone = email_received(user, "alone")
+    with transaction.atomic():  # two users: the batch statement
+        first = email_received(user, "first")
+        second = email_received(other_user, "second")
+    for event in (alone, first, second):
+        stored = Event.objects.get(pk=event.pk)
+        assert event.created_at == stored.created_at
+        assert event.created_at.utcoffset() == timedelta(0)
+        assert json.loads(event.envelope_json())["timestamp"] == stored.envelope()["timestamp"]
