@@ -43,7 +43,10 @@ def pytest_runtest_protocol(item, nextitem):
 
 def unfinished_tasks() -> list[asyncio.Task]:
     """Every task of every event loop in this process that has not finished."""
-    return [obj for obj in gc.get_objects() if isinstance(obj, asyncio.Task) and not obj.done()]
+    # type(), not isinstance(): the latter asks a dead weakref.proxy for its class and raises.
+    return [
+        obj for obj in gc.get_objects() if issubclass(type(obj), asyncio.Task) and not obj.done()
+    ]
 
 
 def describe(tasks: list[asyncio.Task]) -> str:
