@@ -178,6 +178,13 @@ _STORE_ONE_EVENT_SQL_POSTGRES = (
 # would parse from text in Python.
 _CREATED_AT_MICROS = "(extract(epoch FROM created_at) * 1000000)::bigint"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _stored_at(micros: int) -> datetime:
+    """The created_at that _CREATED_AT_MICROS returned, as an aware datetime."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
 _BUMP_COUNTER_SQL = (
     "INSERT INTO {counter} (user_id, last_event_id) VALUES (%s, %s) "
     "ON CONFLICT (user_id) DO UPDATE SET last_event_id = {counter}.last_event_id + %s "
@@ -214,7 +221,7 @@ def _store_events(connection, pending: list[_PendingEvent]) -> None:
                 [user, user, item.event.type, item.data_json],
             )
             row_id, event_id, micros = cursor.fetchone()
-            _fill(item.event, connection, row_id, event_id, _EPOCH + timedelta(microseconds=micros))
+            _fill(item.event, connection, row_id, event_id, _stored_at(micros))
             return
         event_users, before_last, types, datas = [], [], [], []
         for user in users:
@@ -230,8 +237,7 @@ def _store_events(connection, pending: list[_PendingEvent]) -> None:
         )
         stored: dict[uuid.UUID, list[tuple]] = {}
         for row_id, user, event_id, micros in cursor.fetchall():
-            created_at = _EPOCH + timedelta(microseconds=micros)
-            stored.setdefault(user, []).append((event_id, row_id, created_at))
+            stored.setdefault(user, []).append((event_id, row_id, _stored_at(micros)))
     for user in users:
         for item, (event_id, row_id, created_at) in zip(
             by_user[user], sorted(stored[user]), strict=True

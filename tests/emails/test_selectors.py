@@ -17,7 +17,7 @@ def test_a_page_of_the_list_is_read_from_the_index_not_sorted_from_the_whole_mai
     )
     EmailFactory.create_batch(50)  # other owners' emails
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE" if connection.vendor != "sqlite" else "ANALYZE emails_email")
+        cursor.execute("ANALYZE emails_email")
 
     page = selectors.email_list_for_user(user=user)[:50]
     plan = page.explain()
