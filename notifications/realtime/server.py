@@ -10,7 +10,9 @@ import uvicorn
 from django.conf import settings
 from django.core.signals import request_finished
 from django.db import connections
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from notifications import compat
 from notifications.close_codes import CloseCode
 from notifications.realtime.connections import registry
 from notifications.realtime.presence import tracker as presence
@@ -47,7 +49,7 @@ def server_config(*, host: str, port: int, **overrides) -> uvicorn.Config:
         "port": port,
         # The sans-I/O websockets protocol waits for the client to drain before the next send,
         # which is what lets a consumer notice a slow reader (4010) instead of buffering.
-        "ws": "websockets-sansio",
+        "ws": compat.lean_websocket_protocol(WebSocketsSansIOProtocol),
         # Above the protocol's 64 KiB so the consumer can answer 4009; beyond it the server
         # drops the frame itself (1009) before buffering it whole.
         "ws_max_size": 8 * settings.NOTIFICATIONS_MAX_FRAME_BYTES,

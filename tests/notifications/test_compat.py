@@ -464,9 +464,10 @@ async def test_django_serves_a_request_through_the_sync_middleware_chain_in_one_
 
 @contextlib.asynccontextmanager
 async def uvicorn_serving(app):
-    """`app` under uvicorn in this event loop, with serve's WebSocket protocol (sans-I/O, no
-    compression)."""
+    """`app` under uvicorn in this event loop, with serve's WebSocket protocol (the lean
+    sans-I/O one, no compression)."""
     import uvicorn
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
     from tests.support.redis import free_port
 
@@ -475,7 +476,7 @@ async def uvicorn_serving(app):
         app,
         host="127.0.0.1",
         port=port,
-        ws="websockets-sansio",
+        ws=compat.lean_websocket_protocol(WebSocketsSansIOProtocol),
         ws_per_message_deflate=False,
         lifespan="off",
         log_level="warning",
@@ -549,3 +550,183 @@ async def test_no_frame_writer_for_another_servers_send():
         pass
 
     assert compat.text_frame_writer(send) is None
+
+
+# --- uvicorn: the lean WebSocket protocol ----------------------------------------------------
+
+
+def _attributes_used_on(module, name: str) -> set[str]:
+    """Every X in `self.<name>.X` in `module`'s source."""
+    import ast
+
+    used = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == name
+            and isinstance(node.value.value, ast.Name)
+            and node.value.value.id == "self"
+        ):
+            used.add(node.attr)
+    return used
+
+
+def test_uvicorns_protocol_uses_only_what_the_inbox_and_the_flag_offer():
+    from uvicorn.protocols.websockets import websockets_sansio_impl as module
+
+    assert (
+        {"put_nowait", "get"}
+        <= _attributes_used_on(module, "queue")
+        <= {
+            "put_nowait",
+            "get",
+            "empty",
+        }
+    )
+    # is_set is text_frame_writer's.
+    assert (
+        {"set", "wait"}
+        <= _attributes_used_on(module, "writable")
+        <= {
+            "set",
+            "clear",
+            "is_set",
+            "wait",
+        }
+    )
+    for name in ("put_nowait", "get", "empty"):
+        assert callable(getattr(compat.Inbox, name))
+    for name in ("set", "clear", "is_set", "wait"):
+        assert callable(getattr(compat.Flag, name))
+
+
+def test_uvicorn_reads_the_handshake_response_only_before_the_handshake_is_complete():
+    import ast
+
+    from uvicorn.protocols.websockets import websockets_sansio_impl as module
+
+    readers = set()
+    for function in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(function):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and node.attr == "response"
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == "self"
+                ):
+                    readers.add(function.name)
+    # handle_connect makes it; send uses it in its branch for a handshake not yet complete.
+    assert readers == {"handle_connect", "send"}
+    source = inspect.getsource(module.WebSocketsSansIOProtocol.send)
+    branch = source.index("if not self.handshake_complete and self.initial_response is None:")
+    after = source.index("\n        else", branch)  # the next branch of the same if
+    assert all(
+        branch < index < after
+        for index in (i for i in range(len(source)) if source.startswith("self.response", i))
+    )
+
+
+async def test_a_cancelled_get_leaves_the_item_for_the_next():
+    inbox = compat.Inbox()
+    first = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    first.cancel()
+    inbox.put_nowait("a")  # put while the cancellation is pending
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert not inbox.empty()
+    assert await inbox.get() == "a"
+    assert inbox.empty() and inbox._waiters is None
+
+
+async def test_the_inbox_hands_items_over_in_order_to_waiting_readers():
+    inbox = compat.Inbox()
+    readers = [asyncio.ensure_future(inbox.get()) for _ in range(2)]
+    await asyncio.sleep(0)
+    inbox.put_nowait(1)
+    inbox.put_nowait(2)
+    assert sorted(await asyncio.gather(*readers)) == [1, 2]
+    inbox.put_nowait(3)
+    assert await inbox.get() == 3  # no wait when an item is there
+    assert inbox._waiters is None
+
+
+async def test_the_flag_waits_like_an_asyncio_event():
+    for flag in (compat.Flag(), asyncio.Event()):
+        assert not flag.is_set()
+        waiter = asyncio.ensure_future(flag.wait())
+        await asyncio.sleep(0)
+        flag.set()
+        flag.clear()  # set and cleared again before the waiter runs: it still returns
+        assert await waiter is True
+        flag.set()
+        assert flag.is_set() and await flag.wait() is True
+        flag.clear()
+        cancelled = asyncio.ensure_future(flag.wait())
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        if isinstance(flag, compat.Flag):
+            assert flag._waiters is None  # the cancelled waiter left
+    assert compat.Flag(True).is_set()
+
+
+async def test_the_lean_protocol_serves_a_connection_and_lets_the_handshake_go():
+    from websockets.asyncio.client import connect
+
+    seen = {}
+
+    async def app(scope, receive, send):
+        protocol = send.__self__
+        seen["parts"] = (type(protocol.queue), type(protocol.writable))
+        assert (await receive())["type"] == "websocket.connect"
+        assert protocol.response is not None
+        await send({"type": "websocket.accept"})
+        seen["response"] = protocol.response
+        message = await receive()
+        await send({"type": "websocket.send", "text": message["text"].upper()})
+        seen["end"] = await receive()
+
+    async with uvicorn_serving(app) as url, connect(url, compression=None) as ws:
+        await ws.send("ping")
+        assert await ws.recv() == "PING"
+        await ws.close()
+    assert seen["parts"] == (compat.Inbox, compat.Flag)
+    assert seen["response"] is None
+    assert seen["end"]["type"] == "websocket.disconnect"
+
+
+async def test_the_lean_protocols_send_waits_for_a_client_that_stops_reading():
+    from websockets.asyncio.client import connect
+
+    progress = {"sent": 0}
+    paused = asyncio.Event()
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        writable = send.__self__.writable
+        chunk = "z" * 65_536
+        for _ in range(400):  # 25 MiB at most: the transport pauses long before
+            if not writable.is_set():
+                paused.set()
+            await send({"type": "websocket.send", "text": chunk})
+            progress["sent"] += 1
+        await receive()
+
+    async with (
+        uvicorn_serving(app) as url,
+        connect(url, compression=None, max_size=None, max_queue=1) as ws,
+    ):
+        ws.transport.pause_reading()
+        await asyncio.wait_for(paused.wait(), 30)
+        stalled = progress["sent"]
+        await asyncio.sleep(0.2)
+        assert progress["sent"] <= stalled + 1  # send() waits on the flag
+        ws.transport.resume_reading()
+        for _ in range(400):
+            assert len(await asyncio.wait_for(ws.recv(), 30)) == 65_536
+    assert progress["sent"] == 400
