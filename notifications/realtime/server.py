@@ -10,6 +10,7 @@ import uvicorn
 from django.conf import settings
 from django.core.signals import request_finished
 from django.db import connections
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from notifications import compat
@@ -47,6 +48,7 @@ def server_config(*, host: str, port: int, **overrides) -> uvicorn.Config:
     options = {
         "host": host,
         "port": port,
+        "http": compat.lean_http_protocol(HttpToolsProtocol),
         # The sans-I/O websockets protocol waits for the client to drain before the next send,
         # which is what lets a consumer notice a slow reader (4010) instead of buffering.
         "ws": compat.lean_websocket_protocol(WebSocketsSansIOProtocol),

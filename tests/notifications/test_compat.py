@@ -463,10 +463,11 @@ async def test_django_serves_a_request_through_the_sync_middleware_chain_in_one_
 
 
 @contextlib.asynccontextmanager
-async def uvicorn_serving(app):
-    """`app` under uvicorn in this event loop, with serve's WebSocket protocol (the lean
-    sans-I/O one, no compression)."""
+async def uvicorn_serving(app, http: type | None = None):
+    """`app` under uvicorn in this event loop, with serve's protocols (the lean httptools one,
+    unless `http` is given, and the lean sans-I/O WebSocket one, no compression)."""
     import uvicorn
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
     from tests.support.redis import free_port
@@ -476,6 +477,7 @@ async def uvicorn_serving(app):
         app,
         host="127.0.0.1",
         port=port,
+        http=http or compat.lean_http_protocol(HttpToolsProtocol),
         ws=compat.lean_websocket_protocol(WebSocketsSansIOProtocol),
         ws_per_message_deflate=False,
         lifespan="off",
@@ -730,3 +732,40 @@ async def test_the_lean_protocols_send_waits_for_a_client_that_stops_reading():
         for _ in range(400):
             assert len(await asyncio.wait_for(ws.recv(), 30)) == 65_536
     assert progress["sent"] == 400
+
+
+async def test_an_upgraded_connections_http_protocol_is_freed_without_the_collector():
+    import gc
+    import weakref
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from websockets.asyncio.client import connect
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        await receive()
+
+    def recording(base: type, made: list) -> type:
+        def connection_made(self, transport):
+            made.append(weakref.ref(self))
+            base.connection_made(self, transport)
+
+        return type("Recording", (base,), {"connection_made": connection_made})
+
+    left = {}
+    gc.disable()
+    try:
+        for name, base in (
+            ("lean", compat.lean_http_protocol(HttpToolsProtocol)),
+            ("uvicorn's", HttpToolsProtocol),
+        ):
+            made = []
+            async with uvicorn_serving(app, http=recording(base, made)) as url:
+                async with connect(url, compression=None) as ws:
+                    await ws.send("hello")
+                left[name] = sum(ref() is not None for ref in made)
+    finally:
+        gc.enable()
+    # uvicorn's own stays in a reference cycle (its parser's callbacks) until a collection.
+    assert left == {"lean": 0, "uvicorn's": 1}
