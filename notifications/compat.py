@@ -276,8 +276,8 @@ def lean_http_protocol(httptools_protocol: type) -> type:
 
     The parser holds the protocol's bound methods as its callbacks, a reference cycle: each
     upgraded connection left its HTTP protocol, parser, flow control and their deques (about
-    20 objects, 4.5 KiB) for the cyclic garbage collector, whose runs were about a tenth of
-    the server's CPU per connect. Without the parser, reference counting frees them at once.
+    20 objects, 4.5 KiB) for the cyclic garbage collector to find. Without the parser,
+    reference counting frees them at once.
 
     Assumes HttpToolsProtocol.handle_websocket_upgrade hands the transport to the WebSocket
     protocol and is the protocol's last use of `parser` (data_received returns after it).
