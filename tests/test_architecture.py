@@ -189,6 +189,8 @@ PRIVATE_NAMES = {
     "close_sent",
     "expect_continuation_frame",
     "writable",
+    "_messages",
+    "listen_for_disconnect",
     "_acquired_at_once",
     "_Resumed",
 }

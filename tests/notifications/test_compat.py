@@ -5,6 +5,7 @@ coroutine started by hand and finished by a task, a frame written straight to uv
 import asyncio
 import contextlib
 import inspect
+import json
 
 import pytest
 
@@ -769,3 +770,83 @@ async def test_an_upgraded_connections_http_protocol_is_freed_without_the_collec
         gc.enable()
     # uvicorn's own stays in a reference cycle (its parser's callbacks) until a collection.
     assert left == {"lean": 0, "uvicorn's": 1}
+
+
+# --- Django and REST framework: a finished request freed by reference counting ----------------
+
+
+async def test_djangos_asgi_handler_takes_a_returning_disconnect_listener_as_a_raising_one():
+    from django.core.handlers.asgi import ASGIHandler
+
+    source = inspect.getsource(ASGIHandler.handle)
+    assert "asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)" in source
+    assert "except RequestAborted:" in source and "task.cancel()" in source
+    handler = ASGIHandler()
+    compat.listen_for_disconnect_without_raising(handler)
+
+    async def disconnect():
+        return {"type": "http.disconnect"}
+
+    async def more_body():
+        return {"type": "http.request", "body": b""}
+
+    assert await handler.listen_for_disconnect(disconnect) is None
+    with pytest.raises(AssertionError, match="Invalid ASGI message after request body"):
+        await handler.listen_for_disconnect(more_body)
+
+
+def test_the_cycles_a_finished_rest_request_leaves_are_broken(db, user):
+    from django.contrib.auth.middleware import AuthenticationMiddleware
+    from django.contrib.messages.middleware import MessageMiddleware
+    from django.contrib.sessions.middleware import SessionMiddleware
+    from rest_framework import serializers
+    from rest_framework.response import Response
+    from rest_framework.test import APIRequestFactory
+    from rest_framework.views import APIView
+
+    class Child(serializers.Serializer):
+        email = serializers.EmailField()
+
+    class Parent(serializers.Serializer):
+        email = serializers.EmailField()
+        friend = Child(source="*")
+
+    seen = {}
+
+    class View(APIView):
+        permission_classes = []
+
+        def get(self, request):
+            seen["view"], seen["drf_request"] = self, request
+            serializer = Parent([user], many=True)
+            seen["serializer"] = serializer
+            return Response({"count": 1, "results": serializer.data})
+
+    def view_chain(request):
+        response = View.as_view()(request)
+        return response.render()
+
+    chain = SessionMiddleware(AuthenticationMiddleware(MessageMiddleware(view_chain)))
+    request = APIRequestFactory().get("/")
+    response = chain(request)
+    assert response.status_code == 200
+    view, drf_request, serializer = seen["view"], seen["drf_request"], seen["serializer"]
+    # The cycles, as REST framework and Django make them.
+    assert response.renderer_context["response"] is response
+    assert response.renderer_context["view"] is view and view.response is response
+    assert drf_request.parser_context["request"] is drf_request
+    results = response.data["results"]
+    assert results.serializer is serializer and serializer.child.parent is serializer
+    assert serializer.child.fields["friend"].parent is serializer.child
+    assert {"user", "auser", "_messages"} <= set(vars(request))
+    assert request._messages.request is request
+
+    compat.release_request_cycles(request, response)
+
+    assert response.renderer_context is None and vars(view) == {}
+    assert drf_request.parser_context is None
+    assert results.serializer is None and vars(serializer) == {}
+    assert not {"user", "auser", "_messages"} & set(vars(request))
+    assert json.loads(response.content)["results"] == [
+        {"email": user.email, "friend": {"email": user.email}}
+    ]
