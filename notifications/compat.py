@@ -185,16 +185,16 @@ def release_request_cycles(request, response) -> None:
 
     Under REST load the cyclic collector ran every 0.2-0.3 s, each run finding 13,000-17,000
     objects that requests had left in cycles and pausing the server 8-36 ms (gen1 runs: up to
-    100 ms): a share of every request's CPU, and most of the p99.
+    140 ms).
 
     Assumes Django REST framework's cycles: the Response's `renderer_context` holds the view,
     the request and the response itself; the view holds `request` and `response`; the
     Request's `parser_context` holds the Request and the view; a serializer's `data`
     (ReturnList/ReturnDict) points back at the serializer that caches it, whose bound fields
-    point back at it too. And Django's: the
-    AuthenticationMiddleware's `user` (a lazy object) and `auser` (a partial) close over the
-    request; the MessageMiddleware's storage (`_messages`) holds the request. Nothing reads
-    them once every middleware has seen the response.
+    point back at it too. And Django's: the AuthenticationMiddleware's `user` (a lazy object)
+    and `auser` (a partial) close over the request; the MessageMiddleware's storage
+    (`_messages`) holds the request. Nothing reads them once every middleware has seen the
+    response.
     """
     context = getattr(response, "renderer_context", None)
     if context:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import re
 
 import pytest
 
@@ -495,6 +496,20 @@ async def uvicorn_serving(app, http: type | None = None):
         await serving
 
 
+@contextlib.asynccontextmanager
+async def client_that_stops_reading(app):
+    """A client of `app` (under uvicorn_serving) that has stopped reading; resume_reading()
+    on its transport lets it go on."""
+    from websockets.asyncio.client import connect
+
+    async with (
+        uvicorn_serving(app) as url,
+        connect(url, compression=None, max_size=None, max_queue=1) as ws,
+    ):
+        ws.transport.pause_reading()
+        yield ws
+
+
 async def test_uvicorn_frames_written_at_once_arrive_as_text_frames_in_order():
     from websockets.asyncio.client import connect
 
@@ -521,7 +536,6 @@ async def test_uvicorn_frames_written_at_once_arrive_as_text_frames_in_order():
 
 
 async def test_uvicorn_frames_wait_for_a_client_that_stops_reading():
-    from websockets.asyncio.client import connect
 
     said = []
     stop = asyncio.Event()
@@ -538,11 +552,7 @@ async def test_uvicorn_frames_wait_for_a_client_that_stops_reading():
         stop.set()
         await receive()
 
-    async with (
-        uvicorn_serving(app) as url,
-        connect(url, compression=None, max_size=None, max_queue=1) as ws,
-    ):
-        ws.transport.pause_reading()
+    async with client_that_stops_reading(app) as ws:
         await asyncio.wait_for(stop.wait(), 30)
         ws.transport.resume_reading()
     assert said == [False]
@@ -625,10 +635,7 @@ def test_uvicorn_reads_the_handshake_response_only_before_the_handshake_is_compl
     source = inspect.getsource(module.WebSocketsSansIOProtocol.send)
     branch = source.index("if not self.handshake_complete and self.initial_response is None:")
     after = source.index("\n        else", branch)  # the next branch of the same if
-    assert all(
-        branch < index < after
-        for index in (i for i in range(len(source)) if source.startswith("self.response", i))
-    )
+    assert all(branch < use.start() < after for use in re.finditer(r"self\.response", source))
 
 
 async def test_a_cancelled_get_leaves_the_item_for_the_next():
@@ -703,7 +710,6 @@ async def test_the_lean_protocol_serves_a_connection_and_lets_the_handshake_go()
 
 
 async def test_the_lean_protocols_send_waits_for_a_client_that_stops_reading():
-    from websockets.asyncio.client import connect
 
     progress = {"sent": 0}
     paused = asyncio.Event()
@@ -720,11 +726,7 @@ async def test_the_lean_protocols_send_waits_for_a_client_that_stops_reading():
             progress["sent"] += 1
         await receive()
 
-    async with (
-        uvicorn_serving(app) as url,
-        connect(url, compression=None, max_size=None, max_queue=1) as ws,
-    ):
-        ws.transport.pause_reading()
+    async with client_that_stops_reading(app) as ws:
         await asyncio.wait_for(paused.wait(), 30)
         stalled = progress["sent"]
         await asyncio.sleep(0.2)
