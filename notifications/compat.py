@@ -80,6 +80,49 @@ def driver_cursor(connection):
         yield cursor
 
 
+@functools.cache
+def with_c_timestamp_loader(adapters):
+    """Django's psycopg adapters map `adapters` (its `get_adapters_template`, for UTC), with
+    timestamptz values parsed by psycopg's C loader.
+
+    Django's loader subclasses psycopg's pure-Python one to set each value's tzinfo to the
+    connection's: 2.4 µs a value against 0.12 µs in C, a tenth of the server's CPU on a page
+    of 50 emails (three timestamps each). When the session's TimeZone is UTC (Django sets it
+    so on every connection) the C loader's values are Django's own, tzinfo
+    `datetime.timezone.utc` included, and it is called directly; on any other session time
+    zone each value is moved to UTC, as Django's loader does.
+
+    Assumes Django's `create_cursor` compares the `timezone` of the connection's timestamptz
+    loader with the connection's and registers its own loader on the cursor only when they
+    differ (Django 5.x), and that psycopg calls a loader's `load` as an attribute of the
+    instance, so an instance's own `load` replaces the class's.
+    """
+    import datetime
+
+    import psycopg
+    from psycopg.adapt import AdaptersMap, Loader
+    from psycopg.pq import Format
+
+    oid = psycopg.postgres.types["timestamptz"].oid
+    c_loader = psycopg.adapters.get_loader(oid, Format.TEXT)  # C when psycopg has its module
+
+    class TimestamptzLoader(Loader):
+        timezone = datetime.UTC
+
+        def __init__(self, oid, context=None):
+            super().__init__(oid, context)
+            self.parse = c_loader(oid, context).load
+            if self.connection and self.connection.info.parameter_status("TimeZone") == "UTC":
+                self.load = self.parse
+
+        def load(self, data):
+            return self.parse(data).replace(tzinfo=self.timezone)
+
+    faster = AdaptersMap(adapters)
+    faster.register_loader("timestamptz", TimestamptzLoader)
+    return faster
+
+
 def in_committing_transaction(connection) -> bool:
     """True inside an atomic block whose changes commit when it exits: not in autocommit, and
     not merely inside the blocks a TestCase wraps each test in (those never commit).

@@ -424,6 +424,100 @@ def test_the_driver_cursor_is_djangos_while_something_watches_the_queries(db, se
     assert [query["sql"] for query in logged.captured_queries] == ["SELECT 2"]
 
 
+TIMESTAMPS = (
+    "2026-12-04 18:05:40.123456+00",
+    "2026-06-30 23:59:59-07:30",
+    "0001-01-01 00:00:00+00",
+    "9999-12-31 23:59:59.999999+00",
+    "2024-02-29 12:00:00+14",
+)
+
+
+def _timestamps_read(connection, loader_class=None, values=TIMESTAMPS) -> list:
+    """`values` as the driver's cursor reads them, with `loader_class` on it if given."""
+    import psycopg
+
+    query = "SELECT v::timestamptz FROM unnest(%s::text[]) AS v"
+    with psycopg.Cursor(connection.connection) as cursor:
+        if loader_class is not None:
+            cursor.adapters.register_loader("timestamptz", loader_class)
+        return [row[0] for row in cursor.execute(query, [list(values)]).fetchall()]
+
+
+def test_timestamps_are_read_in_c_as_djangos_loader_reads_them(db):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL driver's loader")
+    from datetime import UTC
+
+    import psycopg
+    from django.db.backends.postgresql.psycopg_any import get_adapters_template
+    from psycopg.pq import Format
+
+    oid = psycopg.postgres.types["timestamptz"].oid
+    djangos = get_adapters_template(True, UTC).get_loader(oid, Format.TEXT)
+    # Django's loader is the pure-Python one, marked with the time zone create_cursor compares.
+    assert djangos.timezone is UTC
+    assert "psycopg.types.datetime" in {base.__module__ for base in djangos.__mro__}
+
+    connection.ensure_connection()
+    ours = connection.connection.adapters.get_loader(oid, Format.TEXT)
+    assert ours is not djangos and ours.timezone is UTC
+    expected = _timestamps_read(connection, djangos)
+    read = _timestamps_read(connection)
+    assert read == expected
+    assert all(value.tzinfo is UTC for value in read)
+    loader = ours(oid, connection.connection)
+    assert loader.load is loader.parse  # the session is in UTC: the C loader, called directly
+    if psycopg.pq.__impl__ != "python":
+        # psycopg's C loader (psycopg_binary or psycopg_c), with no Python frame of ours.
+        package = type(loader.parse.__self__).__module__.split(".")[0]
+        assert package in {"psycopg_binary", "psycopg_c"}
+    # Django's cursors keep our loader (create_cursor registers its own only on a mismatch).
+    with connection.cursor() as cursor:
+        assert cursor.cursor.adapters.get_loader(oid, Format.TEXT) is ours
+
+    # Another session time zone: each value is moved to UTC, as Django's loader moves it.
+    with connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'America/St_Johns'")
+    try:
+        loader = ours(oid, connection.connection)
+        assert loader.load != loader.parse
+        values = TIMESTAMPS[:2]  # year 1 in UTC is 1 BC in Newfoundland: neither can read it
+        expected = _timestamps_read(connection, djangos, values)
+        read = _timestamps_read(connection, values=values)
+        assert [value.isoformat() for value in read] == [v.isoformat() for v in expected]
+        assert [value.tzinfo for value in read] == [UTC, UTC]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET TIME ZONE 'UTC'")
+    # What neither can read fails alike.
+    with connection.cursor() as cursor, pytest.raises(Exception) as failure:
+        cursor.execute("SELECT 'infinity'::timestamptz")
+        cursor.fetchone()
+    assert "infinity" in str(failure.value)
+
+
+def test_psycopg_calls_the_load_an_instance_has_of_its_own(db):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL driver's loader")
+    from psycopg.adapt import Loader
+
+    class Marked(Loader):
+        def __init__(self, oid, context=None):
+            super().__init__(oid, context)
+            self.load = lambda data: ("instance", bytes(data))
+
+        def load(self, data):
+            return ("class", bytes(data))
+
+    connection.ensure_connection()
+    assert _timestamps_read(connection, Marked)[0][0] == "instance"
+
+
 @pytest.mark.django_db
 def test_under_a_test_case_leaving_the_tests_outermost_block_releases_a_savepoint():
     from django.db import transaction
