@@ -1,11 +1,13 @@
-"""ASGI entry point: HTTP goes to Django past the throttle gate and a request-body limit
-(the event stream, PROTOCOL §5, to its consumer past the gate), WebSocket to the notification
-consumer past the origin check."""
+"""ASGI entry point: HTTP goes to Django past the throttle gate and a request-body limit, on
+long-lived threads (the event stream, PROTOCOL §5, to its consumer past the gate), WebSocket
+to the notification consumer past the origin check."""
 
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 
+from asgiref.sync import ThreadSensitiveContext
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "reasonflow.settings")
@@ -38,6 +40,42 @@ if settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels.layers.InMemoryCha
         settings.NOTIFICATIONS_CATCHUP_INTERVAL,
         2 * settings.NOTIFICATIONS_CATCHUP_INTERVAL,
     )
+
+
+class RequestThreads:
+    """Run each HTTP request's sync code (Django's middleware and view, its request_started
+    and request_finished signals) on a long-lived thread, one request at a time on each.
+
+    Django's ASGIHandler gives every request a thread of its own (asgiref's
+    ThreadSensitiveContext), and asgiref starts one more to join it when the request ends:
+    two threads started and joined per request. Django's per-request state is in context
+    variables, not in the thread (its database connection goes back to the pool at the end of
+    each request), so a thread serves the next request as a WSGI server's threads do. Up to
+    `keep` idle threads wait for the next request (the database pool's size: no more requests
+    than that can use the database at once); more run while more requests are in flight.
+    """
+
+    def __init__(self, app, keep: int) -> None:
+        self.app = app
+        self.keep = keep
+        self.idle: list[ThreadPoolExecutor] = []
+
+    async def __call__(self, scope, receive, send):
+        thread = self.idle.pop() if self.idle else ThreadPoolExecutor(1, "request")
+        try:
+            # Django's own ThreadSensitiveContext, inside this one, changes nothing.
+            async with ThreadSensitiveContext(executor=thread):
+                result = await self.app(scope, receive, send)
+        except BaseException:
+            # A cancelled request's sync code may still run there: the thread ends after it,
+            # instead of holding the next request up.
+            thread.shutdown(wait=False)
+            raise
+        if len(self.idle) < self.keep:
+            self.idle.append(thread)
+        else:
+            thread.shutdown(wait=False)
+        return result
 
 
 class BodyLimit:
@@ -105,12 +143,12 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": content})
 
 
+django_http = BodyLimit(RequestThreads(django_asgi_app, keep=settings.DATABASE_POOL_MAX_SIZE))
+
 application = ProtocolTypeRouter(
     {
         # The gate first: a refused client costs no body read.
-        "http": ThrottleGate(
-            URLRouter([*event_stream_urlpatterns, re_path(r"", BodyLimit(django_asgi_app))])
-        ),
+        "http": ThrottleGate(URLRouter([*event_stream_urlpatterns, re_path(r"", django_http)])),
         "websocket": OriginValidator(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -1,15 +1,18 @@
-"""The HTTP body limit of reasonflow/asgi.py: a body over MAX_REQUEST_BODY_BYTES gets a 413
+"""reasonflow/asgi.py. The HTTP body limit: a body over MAX_REQUEST_BODY_BYTES gets a 413
 before it is read whole, with or without Content-Length; driven through the ASGI application
-and through a real server (`manage.py serve`)."""
+and through a real server (`manage.py serve`). The request threads: each request's sync code
+on one long-lived thread, requests in flight at once on threads of their own."""
 
 import asyncio
 import http.client
 import json
 import socket
+import threading
 
 import pytest
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 
-from reasonflow.asgi import application
+from reasonflow.asgi import RequestThreads, application
 from tests.conftest import PASSWORD
 from tests.support.asgi import http_scope
 from tests.support.live import LiveServer
@@ -87,6 +90,95 @@ async def test_a_body_at_the_limit_reaches_the_view():
     )
 
     assert status == 400 and "email" in content  # the view's own answer, not the limit's
+
+
+# --- request threads ----------------------------------------------------------------------------
+
+
+async def test_each_requests_sync_code_runs_on_one_thread_that_the_next_request_reuses():
+    from django.core.signals import request_finished, request_started
+
+    seen = []
+
+    def record(**kwargs):
+        seen.append(threading.current_thread())
+
+    request_started.connect(record)
+    request_finished.connect(record)
+    try:
+        for _ in range(3):
+            status, content, _ = await call("/api/v1/auth/register", [b"{}"], [])
+            assert status == 400, content
+    finally:
+        request_started.disconnect(record)
+        request_finished.disconnect(record)
+    # Django alone starts a thread per request (and asgiref one more to join it).
+    assert len(seen) == 6 and len(set(seen)) == 1
+    assert seen[0] is not threading.current_thread() and seen[0].is_alive()
+
+
+def like_django(work):
+    """An ASGI app that runs `work` as Django runs a view: in a ThreadSensitiveContext of its
+    own, through sync_to_async."""
+
+    async def app(scope, receive, send):
+        async with ThreadSensitiveContext():
+            return await sync_to_async(work, thread_sensitive=True)()
+
+    return app
+
+
+async def wait_until(condition, timeout: float = 5) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_requests_in_flight_at_once_run_on_threads_of_their_own_and_only_keep_stay():
+    together = threading.Barrier(3, timeout=5)  # broken if two requests shared a thread
+    used = []
+
+    def work():
+        used.append(threading.current_thread())
+        together.wait()
+        return "done"
+
+    threads = RequestThreads(like_django(work), keep=1)
+    results = await asyncio.gather(*(threads(http_scope("/"), None, None) for _ in range(3)))
+
+    assert results == ["done"] * 3 and len(set(used)) == 3
+    assert len(threads.idle) == 1
+    await wait_until(lambda: sum(thread.is_alive() for thread in used) == 1)
+
+
+async def test_a_cancelled_request_does_not_hold_the_next_one_up():
+    started, release = threading.Event(), threading.Event()
+    log = []
+
+    def slow():
+        started.set()
+        release.wait(5)
+        log.append(("slow", threading.current_thread()))
+
+    def quick():
+        log.append(("quick", threading.current_thread()))
+
+    threads = RequestThreads(like_django(slow), keep=4)
+    request = asyncio.create_task(threads(http_scope("/"), None, None))
+    await asyncio.to_thread(started.wait, 5)
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+
+    threads.app = like_django(quick)
+    await threads(http_scope("/"), None, None)  # while the cancelled one's code still runs
+    release.set()
+    await wait_until(lambda: len(log) == 2 and not log[1][1].is_alive())
+
+    (first, quick_thread), (second, slow_thread) = log
+    assert (first, second) == ("quick", "slow") and slow_thread is not quick_thread
+    await threads(http_scope("/"), None, None)  # the thread kept is the one that finished
+    assert log[2] == ("quick", quick_thread)
 
 
 # --- through a real server --------------------------------------------------------------------
