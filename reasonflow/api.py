@@ -4,17 +4,18 @@ last-resort 500 (the JSON parser, reasonflow/parsers.py, turns bad bodies into 4
 
 import logging
 from collections.abc import Mapping
-from datetime import UTC
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import models
 from django.http import UnreadablePostError
 from django.utils.functional import cached_property
-from rest_framework import exceptions, serializers, status
+from rest_framework import ISO_8601, exceptions, serializers, status
 from rest_framework.fields import Field, SkipField
 from rest_framework.relations import PKOnlyObject
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger("reasonflow.api")
@@ -42,6 +43,18 @@ class UTCDateTimeField(serializers.DateTimeField):
     def __init__(self, **kwargs):
         kwargs.setdefault("default_timezone", UTC)
         super().__init__(**kwargs)
+
+    def to_representation(self, value):
+        # A value already in UTC, rendered in ISO 8601: what DRF makes of it, without its
+        # time zone conversion and format checks.
+        if (
+            type(value) is datetime
+            and value.tzinfo is UTC
+            and self.timezone is UTC
+            and getattr(self, "format", api_settings.DATETIME_FORMAT) == ISO_8601
+        ):
+            return value.isoformat()[:-6] + "Z"
+        return super().to_representation(value)
 
 
 class ModelSerializer(serializers.ModelSerializer):

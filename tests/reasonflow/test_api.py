@@ -4,8 +4,12 @@ get a 4xx with a small JSON body, never a 500."""
 
 import io
 import json
+import zoneinfo
+from datetime import UTC, datetime, timedelta
+from datetime import timezone as fixed_offset
 
 import pytest
+from django.test import override_settings
 from django.urls import path as route
 from django.utils import timezone
 from rest_framework import serializers
@@ -23,6 +27,7 @@ from emails.apis import (
 )
 from emails.models import BatchJob, Email
 from notifications.models import Event
+from reasonflow.api import UTCDateTimeField
 from reasonflow.parsers import JSONParser
 from reasonflow.users.models import User
 from tests.conftest import access_token_for
@@ -211,6 +216,35 @@ def test_an_unexpected_error_is_a_json_500_without_its_traceback(settings, debug
 
 
 # --- output rows (ModelSerializer.to_representation) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 12, 4, 18, 5, 40, 123456, tzinfo=UTC),
+        datetime(2026, 12, 4, 18, 5, 40, tzinfo=UTC),  # no microseconds
+        datetime(2026, 12, 4, 18, 5, 40, tzinfo=zoneinfo.ZoneInfo("UTC")),
+        datetime(2026, 12, 4, 18, 5, 40, tzinfo=fixed_offset(timedelta(hours=5, minutes=30))),
+        datetime(2026, 12, 4, 18, 5, 40),  # noqa: DTZ001 (naive on purpose)
+        "2026-12-04T18:05:40Z",
+        None,
+    ],
+    ids=["utc", "whole-seconds", "zoneinfo-utc", "offset", "naive", "string", "none"],
+)
+@pytest.mark.parametrize("output_format", [None, "iso-8601", "%Y-%m-%d %H:%M", "ISO-8601"])
+def test_a_datetime_renders_as_drfs_own_field_renders_it_in_utc(value, output_format, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DATETIME_FORMAT": "iso-8601"}
+    options = {} if output_format is None else {"format": output_format}
+    drfs = serializers.DateTimeField(default_timezone=UTC, **options)
+
+    assert UTCDateTimeField(**options).to_representation(value) == drfs.to_representation(value)
+
+
+def test_the_datetime_format_setting_is_followed():
+    value = datetime(2026, 12, 4, 18, 5, 40, tzinfo=UTC)
+    assert UTCDateTimeField().to_representation(value) == "2026-12-04T18:05:40Z"
+    with override_settings(REST_FRAMEWORK={"DATETIME_FORMAT": "%d/%m/%Y"}):
+        assert UTCDateTimeField().to_representation(value) == "04/12/2026"
 
 
 def drf_row(serializer, instance) -> dict:
