@@ -2,6 +2,7 @@
 the exception handler that keeps tracebacks server-side. No client input may reach its
 last-resort 500 (the JSON parser, reasonflow/parsers.py, turns bad bodies into 400s)."""
 
+import copy
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -73,6 +74,15 @@ class ModelSerializer(serializers.ModelSerializer):
         **serializers.ModelSerializer.serializer_field_mapping,
         models.DateTimeField: UTCDateTimeField,
     }
+
+    def get_fields(self):
+        # DRF builds every model field anew for each serializer (introspecting the model and
+        # its validators): built once per class here, and copied as DRF copies declared fields.
+        built = type(self).__dict__.get("_built_fields")
+        if built is None:
+            built = super().get_fields()
+            type(self)._built_fields = built
+        return copy.deepcopy(built)
 
     def to_representation(self, instance):
         if isinstance(instance, Mapping):

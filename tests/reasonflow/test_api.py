@@ -271,6 +271,38 @@ def test_every_output_serializer_renders_the_rows_drf_renders(make_user):
         assert json.dumps(row, cls=DRFJSONEncoder)  # JSON as it stands
 
 
+def test_model_fields_are_built_once_per_class_and_copied_for_each_serializer():
+    from reasonflow.api import ModelSerializer
+
+    names = ["id", "owner", "subject", "received_at", "classification", "confidence"]
+
+    class Counting(ModelSerializer):
+        builds = 0
+
+        def build_field(self, *args):
+            type(self).builds += 1
+            return super().build_field(*args)
+
+        class Meta:
+            model = Email
+            fields = names
+
+    class Drfs(serializers.ModelSerializer):
+        serializer_field_mapping = ModelSerializer.serializer_field_mapping
+
+        class Meta:
+            model = Email
+            fields = names
+
+    first, second, drfs = Counting(), Counting(), Drfs()
+    assert list(first.fields) == list(second.fields) == names
+    assert Counting.builds == len(names)  # the model read once, for the class
+    for name in names:
+        assert repr(first.fields[name]) == repr(second.fields[name]) == repr(drfs.fields[name])
+        assert first.fields[name] is not second.fields[name]
+        assert first.fields[name].parent is first and second.fields[name].parent is second
+
+
 def test_a_row_follows_drf_for_relations_dotted_sources_callables_and_missing_attributes():
     from reasonflow.api import ModelSerializer
 
