@@ -44,6 +44,7 @@ class UTCDateTimeField(serializers.DateTimeField):
     def __init__(self, **kwargs):
         kwargs.setdefault("default_timezone", UTC)
         super().__init__(**kwargs)
+        self.renders_in_utc = kwargs["default_timezone"] is UTC
 
     def to_representation(self, value):
         # A value already in UTC, rendered in ISO 8601: what DRF makes of it, without its
@@ -51,7 +52,7 @@ class UTCDateTimeField(serializers.DateTimeField):
         if (
             type(value) is datetime
             and value.tzinfo is UTC
-            and self.timezone is UTC
+            and self.renders_in_utc
             and getattr(self, "format", api_settings.DATETIME_FORMAT) == ISO_8601
         ):
             return value.isoformat()[:-6] + "Z"

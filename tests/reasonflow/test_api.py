@@ -232,10 +232,13 @@ def test_an_unexpected_error_is_a_json_500_without_its_traceback(settings, debug
     ids=["utc", "whole-seconds", "zoneinfo-utc", "offset", "naive", "string", "none"],
 )
 @pytest.mark.parametrize("output_format", [None, "iso-8601", "%Y-%m-%d %H:%M", "ISO-8601"])
-def test_a_datetime_renders_as_drfs_own_field_renders_it_in_utc(value, output_format, settings):
+@pytest.mark.parametrize("zone", [None, zoneinfo.ZoneInfo("Europe/Paris")], ids=["utc", "paris"])
+def test_a_datetime_renders_as_drfs_own_field_renders_it(value, output_format, zone, settings):
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DATETIME_FORMAT": "iso-8601"}
     options = {} if output_format is None else {"format": output_format}
-    drfs = serializers.DateTimeField(default_timezone=UTC, **options)
+    if zone is not None:
+        options["default_timezone"] = zone
+    drfs = serializers.DateTimeField(**{"default_timezone": UTC, **options})
 
     assert UTCDateTimeField(**options).to_representation(value) == drfs.to_representation(value)
 
