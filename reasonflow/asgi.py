@@ -15,10 +15,8 @@ django_asgi_app = get_asgi_application()
 
 from notifications import compat  # noqa: E402
 
-# Django's middleware and the view in one thread hop per request, not one per middleware.
-compat.run_middleware_in_one_hop(django_asgi_app)
-# Each finished request freed by reference counting, not left in a cycle for the collector.
-compat.listen_for_disconnect_without_raising(django_asgi_app)
+# Django's signals, middleware, view and response close in one thread hop per request.
+compat.respond_in_one_hop(django_asgi_app)
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402

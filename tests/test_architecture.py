@@ -190,7 +190,11 @@ PRIVATE_NAMES = {
     "expect_continuation_frame",
     "writable",
     "_messages",
-    "listen_for_disconnect",
+    "_handler_class",
+    "read_body",
+    "create_request",
+    "send_response",
+    "load_middleware",
     "_acquired_at_once",
     "_Resumed",
 }

@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -532,27 +533,114 @@ def test_under_a_test_case_leaving_the_tests_outermost_block_releases_a_savepoin
 
 
 @pytest.mark.django_db
-async def test_django_serves_a_request_through_the_sync_middleware_chain_in_one_hop():
-    # Were ASGIHandler to await its chain anywhere but through get_response_async, the sync
-    # chain would fail here instead of in production.
-    from asgiref.sync import iscoroutinefunction
-    from channels.testing import HttpCommunicator
+def test_djangos_asgi_handler_serves_http_as_respond_in_one_hop_assumes():
     from django.core.handlers.asgi import ASGIHandler
 
+    call = inspect.getsource(ASGIHandler.__call__)
+    assert "async with ThreadSensitiveContext():" in call
+    assert "await self.handle(scope, receive, send)" in call
+    handle = inspect.getsource(ASGIHandler.handle)
+    for used in (
+        "body_file = await self.read_body(receive)",
+        "set_script_prefix(get_script_prefix(scope))",
+        "await signals.request_started.asend(sender=self.__class__, scope=scope)",
+        "request, error_response = self.create_request(scope, body_file)",
+        "await self.send_response(response, send)",
+        "await sync_to_async(response.close)()",
+    ):
+        assert used in handle, used
+    get_response = inspect.getsource(ASGIHandler.run_get_response)
+    assert "response._handler_class = self.__class__" in get_response
+    assert "response.block_size = self.chunk_size" in get_response
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """A request's thread that counts the hops made to it."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.hops = 0
+
+    def submit(self, *args, **kwargs):
+        self.hops += 1
+        return super().submit(*args, **kwargs)
+
+
+async def served_in_one_hop(path: str) -> tuple[int, dict, bytes, list[str], int]:
+    """GET `path` from an ASGIHandler with respond_in_one_hop: the response's status, headers
+    and body, the order in which request_started, request_finished and the response's
+    messages came, and the number of thread hops."""
+    from asgiref.sync import ThreadSensitiveContext
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.signals import request_finished, request_started
+
+    from tests.support.asgi import http_scope
+
     handler = ASGIHandler()
-    compat.run_middleware_in_one_hop(handler)
-    assert not iscoroutinefunction(handler._middleware_chain)
-    host = [(b"host", b"testserver")]
-    response = await HttpCommunicator(handler, "GET", "/healthz", headers=host).get_response(
-        timeout=10
-    )
-    assert response["status"] == 200
-    headers = {name.lower(): value for name, value in response["headers"]}
+    compat.respond_in_one_hop(handler)
+    events, messages, thread = [], [], CountingExecutor()
+
+    body_read = asyncio.Event()
+
+    async def receive():
+        if body_read.is_set():
+            await asyncio.Event().wait()  # the client stays
+        body_read.set()
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        events.append(message["type"])
+        messages.append(message)
+
+    def started(**kwargs):
+        events.append("request_started")
+
+    def finished(**kwargs):
+        events.append("request_finished")
+
+    request_started.connect(started)
+    request_finished.connect(finished)
+    try:
+        async with ThreadSensitiveContext(executor=thread):
+            await handler(http_scope(path, method="GET"), receive, send)
+    finally:
+        request_started.disconnect(started)
+        request_finished.disconnect(finished)
+        thread.shutdown(wait=False)
+    start, *bodies = messages
+    headers = {name.lower(): value for name, value in start["headers"]}
+    body = b"".join(message.get("body", b"") for message in bodies)
+    return start["status"], headers, body, events, thread.hops
+
+
+async def test_a_request_is_served_in_one_hop_closed_before_its_response_is_sent():
+    status, headers, _, events, hops = await served_in_one_hop("/healthz")
+
+    assert status == 200
     assert headers[b"x-content-type-options"] == b"nosniff"  # Django's middleware ran
-    response = await HttpCommunicator(handler, "GET", "/api/v1/emails/", headers=host).get_response(
-        timeout=10
-    )
-    assert response["status"] == 401
+    assert hops == 1  # Django alone: three
+    assert events == [
+        "request_started",
+        "request_finished",
+        "http.response.start",
+        "http.response.body",
+    ]
+
+    status, _, body, _, hops = await served_in_one_hop("/api/v1/emails/")
+    assert (status, hops) == (401, 1)
+    assert json.loads(body) == {"detail": "Authentication credentials were not provided."}
+
+
+async def test_a_streamed_response_is_closed_after_it_is_sent():
+    from pathlib import Path
+
+    status, _, body, events, _ = await served_in_one_hop("/static/notifications/console.css")
+
+    assert status == 200
+    css = Path(__file__).parents[2] / "reasonflow/console/static/notifications/console.css"
+    assert body == css.read_bytes()
+    assert events[0] == "request_started" and events[-1] == "request_finished"
+    assert events[1:-1] == ["http.response.start"] + ["http.response.body"] * (len(events) - 3)
 
 
 # --- uvicorn: frames written straight to the socket ---------------------------------------------
@@ -881,26 +969,6 @@ async def test_an_upgraded_connections_http_protocol_is_freed_without_the_collec
 
 
 # --- Django and REST framework: a finished request freed by reference counting ----------------
-
-
-async def test_djangos_asgi_handler_takes_a_returning_disconnect_listener_as_a_raising_one():
-    from django.core.handlers.asgi import ASGIHandler
-
-    source = inspect.getsource(ASGIHandler.handle)
-    assert "asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)" in source
-    assert "except RequestAborted:" in source and "task.cancel()" in source
-    handler = ASGIHandler()
-    compat.listen_for_disconnect_without_raising(handler)
-
-    async def disconnect():
-        return {"type": "http.disconnect"}
-
-    async def more_body():
-        return {"type": "http.request", "body": b""}
-
-    assert await handler.listen_for_disconnect(disconnect) is None
-    with pytest.raises(AssertionError, match="Invalid ASGI message after request body"):
-        await handler.listen_for_disconnect(more_body)
 
 
 def test_the_cycles_a_finished_rest_request_leaves_are_broken(db, user):
