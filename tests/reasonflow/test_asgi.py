@@ -95,6 +95,7 @@ async def test_a_body_at_the_limit_reaches_the_view():
 # --- request threads ----------------------------------------------------------------------------
 
 
+@pytest.mark.django_db(transaction=True)  # Django's request signals close connections
 async def test_each_requests_sync_code_runs_on_one_thread_that_the_next_request_reuses():
     from django.core.signals import request_finished, request_started
 
