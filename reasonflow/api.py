@@ -66,9 +66,11 @@ class ModelSerializer(serializers.ModelSerializer):
     DRF renders each value through its generic path (a generator of readable fields, source
     lookups that allow dotted paths, dict keys and callables): 2.1 ms for a page of 50 emails,
     1.1 ms without it (the fields' own rendering). A field read straight off one attribute is read
-    with getattr and rendered by the field's own to_representation; every other field (a
-    method, a relation, a dotted or "*" source, a callable attribute) takes DRF's path. The
-    output is DRF's (tests/reasonflow/test_api.py holds them equal).
+    with getattr and rendered by the field's own to_representation, or kept as it is where
+    that would return it unchanged (a str of a CharField, a bool of a BooleanField, an int, a
+    float, JSON): 0.64 -> 0.52 ms for the page. Every other field (a method, a relation, a
+    dotted or "*" source, a callable attribute) takes DRF's path. The output is DRF's
+    (tests/reasonflow/test_api.py holds them equal, types included).
     """
 
     serializer_field_mapping = {
@@ -89,8 +91,11 @@ class ModelSerializer(serializers.ModelSerializer):
         if isinstance(instance, Mapping):
             return super().to_representation(instance)
         row = {}
-        for name, attribute, field in self._row_plan:
+        for name, attribute, field, as_is in self._row_plan:
             value = _DRF_LOOKUP if attribute is None else getattr(instance, attribute, _DRF_LOOKUP)
+            if type(value) in as_is:  # what the field would render unchanged
+                row[name] = value
+                continue
             if value is _DRF_LOOKUP or callable(value):  # DRF's rules: defaults, calls
                 try:
                     value = field.get_attribute(instance)
@@ -103,11 +108,12 @@ class ModelSerializer(serializers.ModelSerializer):
         return row
 
     @cached_property
-    def _row_plan(self) -> list[tuple[str, str | None, serializers.Field]]:
-        """(name, attribute or None for DRF's lookup, field), once per serializer: a list's
-        rows share their serializer."""
+    def _row_plan(self) -> list[tuple[str, str | None, serializers.Field, frozenset[type]]]:
+        """(name, attribute or None for DRF's lookup, field, the types of value it renders as
+        they are), once per serializer: a list's rows share their serializer."""
         return [
-            (field.field_name, _plain_attribute(field), field) for field in self._readable_fields
+            (field.field_name, _plain_attribute(field), field, _types_rendered_as_is(field))
+            for field in self._readable_fields
         ]
 
 
@@ -118,6 +124,23 @@ def _plain_attribute(field: serializers.Field) -> str | None:
     if len(field.source_attrs) != 1 or type(field).get_attribute is not Field.get_attribute:
         return None
     return field.source_attrs[0]
+
+
+# DRF's to_representation of these fields returns a value of exactly these types as it is.
+RENDERED_AS_IS = {
+    serializers.CharField.to_representation: frozenset({str}),
+    serializers.BooleanField.to_representation: frozenset({bool}),
+    serializers.IntegerField.to_representation: frozenset({int}),
+    serializers.FloatField.to_representation: frozenset({float}),
+}
+JSON_TYPES = frozenset({dict, list, str, int, float, bool})
+
+
+def _types_rendered_as_is(field: serializers.Field) -> frozenset[type]:
+    render = type(field).to_representation
+    if render is serializers.JSONField.to_representation and not field.binary:
+        return JSON_TYPES
+    return RENDERED_AS_IS.get(render, frozenset())
 
 
 class BoundedListField(serializers.ListField):

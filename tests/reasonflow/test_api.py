@@ -306,6 +306,31 @@ def test_model_fields_are_built_once_per_class_and_copied_for_each_serializer():
         assert first.fields[name].parent is first and second.fields[name].parent is second
 
 
+def test_a_value_kept_as_it_is_is_what_drf_renders_types_included():
+    from django.utils.safestring import mark_safe
+
+    from reasonflow.api import ModelSerializer
+
+    class Kept(ModelSerializer):
+        as_bytes = serializers.JSONField(source="classification_reasons", binary=True)
+        read_as_number = serializers.IntegerField(source="is_read")  # a bool: DRF's int()
+        subject_as_text = serializers.CharField(source="subject")
+
+        class Meta:
+            model = Email
+            fields = ["subject", "confidence", "is_read", "classification_reasons"]
+            fields += ["as_bytes", "read_as_number", "subject_as_text"]
+
+    for subject, confidence in ((mark_safe("<b>Hi</b>"), 0.5), ("Hello", 1)):
+        email = EmailFactory(confidence=confidence, classification_reasons=["a", {"b": 1}])
+        email.subject = subject  # a str subclass; an int where a float is declared
+        serializer = Kept()
+        row, drfs = serializer.to_representation(email), drf_row(Kept(), email)
+        assert row == drfs
+        assert [type(value) for value in row.values()] == [type(value) for value in drfs.values()]
+    assert row["read_as_number"] == 0 and row["as_bytes"] == b'["a", {"b": 1}]'
+
+
 def test_a_row_follows_drf_for_relations_dotted_sources_callables_and_missing_attributes():
     from reasonflow.api import ModelSerializer
 
