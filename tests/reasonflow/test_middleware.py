@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from bench.rest import HttpClient
 from tests.conftest import access_token_for
 from tests.emails.factories import EmailFactory
 from tests.support.live import notify_server_here
@@ -22,41 +23,29 @@ def reader(transactional_db, make_user):
     return access_token_for(user)
 
 
-async def get(port: int, path: str, token: str, streams: dict) -> tuple[int, dict]:
-    """GET on one keep-alive connection (a raw stream: the client side makes no garbage of
-    its own to count)."""
-    if "writer" not in streams:
-        streams["reader"], streams["writer"] = await asyncio.open_connection("127.0.0.1", port)
-    reader, writer = streams["reader"], streams["writer"]
-    writer.write(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
-    )
-    status = int((await reader.readline()).split()[1])
-    length = 0
-    while (line := await reader.readline()) != b"\r\n":
-        name, _, value = line.decode().partition(":")
-        if name.lower() == "content-length":
-            length = int(value)
-    return status, json.loads(await reader.readexactly(length))
+async def get(client: HttpClient, path: str, token: str) -> tuple[int, dict]:
+    """GET on the client's keep-alive connection (raw streams: the client side makes no
+    garbage of its own to count)."""
+    status, body = await client.request("GET", path, token)
+    return status, json.loads(body)
 
 
 async def test_a_finished_request_leaves_its_page_to_reference_counting(reader):
     from emails.models import Email
 
-    streams: dict = {}
     async with notify_server_here() as server:
-        port = server.config.port
-        status, page = await get(port, f"/api/v1/emails/?page_size={PAGE}", reader, streams)
+        client = HttpClient(server.config.port)
+        status, page = await get(client, f"/api/v1/emails/?page_size={PAGE}", reader)
         assert status == 200 and len(page["results"]) == PAGE
         detail = f"/api/v1/emails/{page['results'][0]['id']}"
-        assert (await get(port, detail, reader, streams))[0] == 200
+        assert (await get(client, detail, reader))[0] == 200
         gc.collect()
         gc.disable()
         gc.set_debug(gc.DEBUG_SAVEALL)
         try:
             for _ in range(5):
                 for path in (f"/api/v1/emails/?page_size={PAGE}", detail):
-                    assert (await get(port, path, reader, streams))[0] == 200
+                    assert (await get(client, path, reader))[0] == 200
             await asyncio.sleep(0.2)  # the last request's thread and task finish
             gc.collect()
             left = list(gc.garbage)
@@ -64,7 +53,7 @@ async def test_a_finished_request_leaves_its_page_to_reference_counting(reader):
             gc.set_debug(0)
             gc.garbage.clear()
             gc.enable()
-        streams["writer"].close()
+        client.close()
     # Before: every page's 50 emails (with their rows, serializers, the request and the
     # response) waited for the collector, about 500 objects a request. What is left is small
     # and bounded: a filter serializer's fields, the request thread's database wrapper.
