@@ -234,10 +234,11 @@ class DraftDetailApi(EmailsApi):
         request=InputSerializer, responses={200: OutputSerializer, 409: OpenApiResponse()}
     )
     def patch(self, request, draft_id):
-        draft = selectors.draft_get_for_user(user=request.user, draft_id=draft_id)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        draft = services.draft_update(draft=draft, **serializer.validated_data)
+        draft = services.draft_update(
+            user=request.user, draft_id=draft_id, **serializer.validated_data
+        )
         return Response(self.OutputSerializer(draft).data)
 
 
@@ -248,8 +249,8 @@ class DraftApproveApi(EmailsApi):
 
     @extend_schema(request=None, responses={200: OutputSerializer, 409: OpenApiResponse()})
     def post(self, request, draft_id):
-        draft = selectors.draft_get_for_user(user=request.user, draft_id=draft_id)
-        return Response(self.OutputSerializer(services.draft_approve(draft=draft)).data)
+        draft = services.draft_approve(user=request.user, draft_id=draft_id)
+        return Response(self.OutputSerializer(draft).data)
 
 
 class DraftSendApi(EmailsApi):
@@ -259,8 +260,8 @@ class DraftSendApi(EmailsApi):
 
     @extend_schema(request=None, responses={200: OutputSerializer, 409: OpenApiResponse()})
     def post(self, request, draft_id):
-        draft = selectors.draft_get_for_user(user=request.user, draft_id=draft_id)
-        return Response(self.OutputSerializer(services.draft_retry(draft=draft)).data)
+        draft = services.draft_retry(user=request.user, draft_id=draft_id)
+        return Response(self.OutputSerializer(draft).data)
 
 
 class DraftRejectApi(EmailsApi):
@@ -276,13 +277,11 @@ class DraftRejectApi(EmailsApi):
         request=InputSerializer, responses={200: OutputSerializer, 409: OpenApiResponse()}
     )
     def post(self, request, draft_id):
-        draft = selectors.draft_get_for_user(user=request.user, draft_id=draft_id)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         reason = serializer.validated_data["reason"] or None
-        return Response(
-            self.OutputSerializer(services.draft_reject(draft=draft, reason=reason)).data
-        )
+        draft = services.draft_reject(user=request.user, draft_id=draft_id, reason=reason)
+        return Response(self.OutputSerializer(draft).data)
 
 
 # --- batch jobs -----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import transaction
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -192,22 +193,27 @@ def email_mark_read(*, email: Email, is_read: bool) -> Email:
 # --- drafts ---------------------------------------------------------------------------------
 
 
-def _locked_draft(draft: Draft) -> Draft:
-    # The draft and its email locked; the owner read along for the reply's From.
-    draft = (
+def _locked_draft(*, user, draft_id: uuid.UUID | str) -> Draft:
+    # One read checks the owner and locks the draft with its email (no read before it to
+    # check the owner); the owner comes along for the reply's From.
+    draft = get_object_or_404(
         Draft.objects.select_for_update(of=("self", "email"))
         .select_related("email__owner")
-        .get(pk=draft.pk)
+        .filter(email__owner=user),
+        pk=draft_id,
     )
     signals.remember_locked_values(draft)
     signals.remember_locked_values(draft.email)
     return draft
 
 
-def draft_update(*, draft: Draft, subject: str | None = None, body: str | None = None) -> Draft:
-    """Edit a pending or failed draft. Raises StatusConflict otherwise."""
+def draft_update(
+    *, user, draft_id: uuid.UUID | str, subject: str | None = None, body: str | None = None
+) -> Draft:
+    """Edit the user's pending or failed draft. Raises StatusConflict otherwise, Http404 for
+    an unknown id or another user's draft."""
     with transaction.atomic():
-        draft = _locked_draft(draft)
+        draft = _locked_draft(user=user, draft_id=draft_id)
         if draft.status not in EDITABLE_DRAFT:
             raise StatusConflict(f"Draft is {draft.status}; only pending or failed drafts.")
         if subject is not None:
@@ -218,10 +224,11 @@ def draft_update(*, draft: Draft, subject: str | None = None, body: str | None =
     return draft
 
 
-def draft_reject(*, draft: Draft, reason: str | None = None) -> Draft:
-    """Reject a pending or failed draft: draft_rejected. The email may be processed again."""
+def draft_reject(*, user, draft_id: uuid.UUID | str, reason: str | None = None) -> Draft:
+    """Reject the user's pending or failed draft: draft_rejected. The email may be processed
+    again."""
     with transaction.atomic():
-        draft = _locked_draft(draft)
+        draft = _locked_draft(user=user, draft_id=draft_id)
         if draft.status not in REJECTABLE_DRAFT:
             raise StatusConflict(f"Draft is {draft.status}; only pending or failed drafts.")
         draft.status = DraftStatus.REJECTED
@@ -232,9 +239,9 @@ def draft_reject(*, draft: Draft, reason: str | None = None) -> Draft:
     return draft
 
 
-def _draft_mark_approved(draft: Draft, allowed: Iterable[str]) -> Draft:
+def _draft_mark_approved(user, draft_id: uuid.UUID | str, allowed: Iterable[str]) -> Draft:
     with transaction.atomic():
-        draft = _locked_draft(draft)
+        draft = _locked_draft(user=user, draft_id=draft_id)
         if draft.status not in allowed:
             raise StatusConflict(f"Draft is {draft.status}; cannot send it from this status.")
         # Also taken by a retry, so two concurrent sends of one draft cannot both pass here.
@@ -244,15 +251,16 @@ def _draft_mark_approved(draft: Draft, allowed: Iterable[str]) -> Draft:
     return draft
 
 
-def draft_approve(*, draft: Draft) -> Draft:
-    """Approve a pending draft (draft_approved) and send it (email_sent, or `failed`)."""
-    return _draft_send(_draft_mark_approved(draft, (DraftStatus.PENDING,)))
+def draft_approve(*, user, draft_id: uuid.UUID | str) -> Draft:
+    """Approve the user's pending draft (draft_approved) and send it (email_sent, or
+    `failed`). Http404 for an unknown id or another user's draft."""
+    return _draft_send(_draft_mark_approved(user, draft_id, (DraftStatus.PENDING,)))
 
 
-def draft_retry(*, draft: Draft) -> Draft:
-    """Send a failed (or stuck approved) draft again: draft_approved, then email_sent."""
-    draft = _draft_mark_approved(draft, RETRYABLE_DRAFT)
-    return _draft_send(draft)
+def draft_retry(*, user, draft_id: uuid.UUID | str) -> Draft:
+    """Send the user's failed (or stuck approved) draft again: draft_approved, then
+    email_sent. Http404 for an unknown id or another user's draft."""
+    return _draft_send(_draft_mark_approved(user, draft_id, RETRYABLE_DRAFT))
 
 
 def _reply_message(draft: Draft) -> EmailMessage:
@@ -286,7 +294,7 @@ def _draft_send(draft: Draft) -> Draft:
         logger.warning("sending draft %s failed", draft.pk, exc_info=True)
         error = f"{type(exc).__name__}: {exc}"
     with transaction.atomic():
-        draft = _locked_draft(draft)
+        draft = _locked_draft(user=draft.email.owner, draft_id=draft.pk)
         if error:
             draft.status, draft.error = DraftStatus.FAILED, error
             draft.save(update_fields=["status", "error", "updated_at"])

@@ -58,7 +58,7 @@ def test_an_approved_reply_reaches_the_smtp_server_threaded(user, smtp, events):
     )
     draft = services.email_process(email=original).drafts.get()
 
-    draft = services.draft_approve(draft=draft)
+    draft = services.draft_approve(user=user, draft_id=draft.id)
 
     assert draft.status == DraftStatus.SENT
     [envelope] = recorder.envelopes
@@ -77,7 +77,7 @@ def test_a_refused_recipient_fails_the_draft_without_email_sent(user, smtp, even
     smtp(refuse=True)
     draft = services.email_process(email=EmailFactory(owner=user)).drafts.get()
 
-    draft = services.draft_approve(draft=draft)
+    draft = services.draft_approve(user=user, draft_id=draft.id)
 
     assert draft.status == DraftStatus.FAILED
     assert "SMTPRecipientsRefused" in draft.error and "mailbox unavailable" in draft.error

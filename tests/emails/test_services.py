@@ -1,9 +1,12 @@
 """Every service of the email domain: the database state it leaves and the exact events it
 stores, in order (the event store is what the sockets replay)."""
 
+import uuid
+
 import pytest
 from django.core import mail
 from django.db import transaction
+from django.http import Http404
 
 from emails import services
 from emails.models import (
@@ -173,7 +176,7 @@ def test_approve_publishes_approved_then_sent_and_sends_a_threaded_reply(user, e
     )
     draft = email.drafts.get()
 
-    draft = services.draft_approve(draft=draft)
+    draft = services.draft_approve(user=user, draft_id=draft.id)
 
     assert draft.status == DraftStatus.SENT and draft.sent_at and draft.error == ""
     assert Email.objects.get(pk=email.pk).status == EmailStatus.SENT
@@ -197,7 +200,7 @@ def test_a_transport_failure_leaves_the_draft_failed_and_a_retry_sends_it(user, 
     settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
     settings.EMAIL_TIMEOUT = 2
 
-    draft = services.draft_approve(draft=draft)
+    draft = services.draft_approve(user=user, draft_id=draft.id)
 
     assert draft.status == DraftStatus.FAILED
     assert "ConnectionRefusedError" in draft.error
@@ -209,7 +212,7 @@ def test_a_transport_failure_leaves_the_draft_failed_and_a_retry_sends_it(user, 
     ]
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    draft = services.draft_retry(draft=draft)
+    draft = services.draft_retry(user=user, draft_id=draft.id)
 
     assert draft.status == DraftStatus.SENT and draft.error == ""
     assert len(mail.outbox) == 1
@@ -222,23 +225,49 @@ def test_approve_refuses_a_draft_that_is_not_pending(user, events, status):
     before = events(user)
 
     with pytest.raises(services.StatusConflict):
-        services.draft_approve(draft=draft)
+        services.draft_approve(user=user, draft_id=draft.id)
 
     assert Draft.objects.get(pk=draft.pk).status == status
     assert events(user) == before
     assert mail.outbox == []
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda user, draft: services.draft_approve(user=user, draft_id=draft.id),
+        lambda user, draft: services.draft_retry(user=user, draft_id=draft.id),
+        lambda user, draft: services.draft_reject(user=user, draft_id=draft.id),
+        lambda user, draft: services.draft_update(user=user, draft_id=draft.id, body="Mine now"),
+    ],
+    ids=["approve", "retry", "reject", "update"],
+)
+def test_a_draft_is_changed_only_by_its_owner(user, other_user, events, change):
+    # The owner is checked by the same read that locks the draft: no read before it.
+    draft = DraftFactory(email=EmailFactory(owner=other_user), status=DraftStatus.FAILED)
+    before = events(other_user)
+
+    with pytest.raises(Http404):
+        change(user, draft)
+    with pytest.raises(Http404):
+        change(user, Draft(pk=uuid.uuid4()))
+
+    unchanged = Draft.objects.get(pk=draft.pk)
+    assert (unchanged.status, unchanged.body) == (DraftStatus.FAILED, draft.body)
+    assert events(other_user) == before
+    assert mail.outbox == []
+
+
 def test_retry_refuses_a_pending_draft(user):
     with pytest.raises(services.StatusConflict):
-        services.draft_retry(draft=DraftFactory(email=EmailFactory(owner=user)))
+        services.draft_retry(user=user, draft_id=DraftFactory(email=EmailFactory(owner=user)).id)
 
 
 @pytest.mark.parametrize("reason", ["Too formal", None])
 def test_reject_publishes_the_reason_and_reopens_the_email(user, events, reason):
     draft = DraftFactory(email=EmailFactory(owner=user))
 
-    draft = services.draft_reject(draft=draft, reason=reason)
+    draft = services.draft_reject(user=user, draft_id=draft.id, reason=reason)
 
     assert draft.status == DraftStatus.REJECTED
     assert Email.objects.get(pk=draft.email_id).status == EmailStatus.REJECTED
@@ -255,7 +284,7 @@ def test_update_edits_a_pending_draft_without_an_event(user, events):
     draft = DraftFactory(email=EmailFactory(owner=user))
     before = events(user)
 
-    draft = services.draft_update(draft=draft, body="Shorter reply.")
+    draft = services.draft_update(user=user, draft_id=draft.id, body="Shorter reply.")
 
     assert Draft.objects.get(pk=draft.pk).body == "Shorter reply."
     assert events(user) == before
@@ -264,7 +293,7 @@ def test_update_edits_a_pending_draft_without_an_event(user, events):
 def test_update_refuses_a_sent_draft(user):
     draft = DraftFactory(email=EmailFactory(owner=user), status=DraftStatus.SENT)
     with pytest.raises(services.StatusConflict):
-        services.draft_update(draft=draft, body="too late")
+        services.draft_update(user=user, draft_id=draft.id, body="too late")
 
 
 # --- batch jobs -----------------------------------------------------------------------------
