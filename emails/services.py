@@ -195,13 +195,15 @@ def email_mark_read(*, email: Email, is_read: bool) -> Email:
 
 def _locked_draft(*, user, draft_id: uuid.UUID | str) -> Draft:
     # One read checks the owner and locks the draft with its email (no read before it to
-    # check the owner); the owner comes along for the reply's From.
+    # check the owner). The owner is the one the read was filtered on: no join to read it
+    # again for the reply's From.
     draft = get_object_or_404(
         Draft.objects.select_for_update(of=("self", "email"))
-        .select_related("email__owner")
+        .select_related("email")
         .filter(email__owner=user),
         pk=draft_id,
     )
+    draft.email.owner = user
     signals.remember_locked_values(draft)
     signals.remember_locked_values(draft.email)
     return draft

@@ -312,12 +312,14 @@ def test_approving_reads_each_row_once_per_transaction(
     auth_client, user, events, django_assert_max_num_queries
 ):
     # Token user; then in each of two transactions (approved, sent) the locked draft with its
-    # email and owner (the lock's read checks the owner too), its update and the event; the
-    # email's update. No read of the draft before it is locked, no re-read of a locked row
-    # before its save, no owner look-up per event (19 before).
+    # email (the lock's read checks the owner too), its update and the event; the email's
+    # update. No read of the draft before it is locked, no re-read of a locked row before its
+    # save, no owner look-up per event (19 before).
     draft = DraftFactory(email=EmailFactory(owner=user), requires_approval=True)
     # SQLite takes two statements for what PostgreSQL's event write does in one.
-    with django_assert_max_num_queries(12 if connection.vendor == "postgresql" else 14):
+    with django_assert_max_num_queries(12 if connection.vendor == "postgresql" else 14) as captured:
         response = auth_client.post(f"/api/v1/drafts/{draft.id}/approve")
+    # The user is read for the token only: the reply's From comes from that read.
+    assert sum('"users_user"' in query["sql"] for query in captured.captured_queries) == 1
     assert response.json()["status"] == "sent"
     assert [t for t, _ in events(user)][-2:] == ["draft_approved", "email_sent"]
