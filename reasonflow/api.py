@@ -80,12 +80,20 @@ class ModelSerializer(serializers.ModelSerializer):
 
     def get_fields(self):
         # DRF builds every model field anew for each serializer (introspecting the model and
-        # its validators): built once per class here, and copied as DRF copies declared fields.
+        # its validators): built once per class here. Each serializer binds copies of its own.
+        # DRF's deep copy calls each field's __init__ again (a sixth of a draft's approval); a
+        # plain field's state is what __init__ left and is only read once bound, so a shallow
+        # copy serves. A nested serializer is deep-copied, as DRF does: binding reaches into it.
         built = type(self).__dict__.get("_built_fields")
         if built is None:
             built = super().get_fields()
             type(self)._built_fields = built
-        return copy.deepcopy(built)
+        return {
+            name: copy.deepcopy(field)
+            if isinstance(field, serializers.BaseSerializer)
+            else copy.copy(field)
+            for name, field in built.items()
+        }
 
     def to_representation(self, instance):
         if isinstance(instance, Mapping):

@@ -304,6 +304,27 @@ def test_model_fields_are_built_once_per_class_and_copied_for_each_serializer():
         assert repr(first.fields[name]) == repr(second.fields[name]) == repr(drfs.fields[name])
         assert first.fields[name] is not second.fields[name]
         assert first.fields[name].parent is first and second.fields[name].parent is second
+    # What the class keeps is never bound: each serializer binds its own copies.
+    assert all(field.parent is None for field in Counting._built_fields.values())
+
+
+def test_a_nested_serializer_field_is_copied_whole_for_each_serializer():
+    from reasonflow.api import ModelSerializer
+
+    class Nested(ModelSerializer):
+        drafts = DraftOutputSerializer(many=True, read_only=True)
+
+        class Meta:
+            model = Email
+            fields = ["id", "drafts"]
+
+    draft = DraftFactory()
+    first, second = Nested(draft.email), Nested(draft.email)
+    assert first.data["drafts"] == second.data["drafts"] == [DraftOutputSerializer(draft).data]
+    one, other = first.fields["drafts"], second.fields["drafts"]
+    assert one is not other and one.child is not other.child
+    assert one.child.parent is one and other.child.parent is other
+    assert one.child.fields["id"] is not other.child.fields["id"]
 
 
 def test_a_value_kept_as_it_is_is_what_drf_renders_types_included():
