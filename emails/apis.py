@@ -24,7 +24,7 @@ from emails.models import (
     EmailStatus,
 )
 from emails.sources import MailSourceError
-from reasonflow.api import BoundedListField, ModelSerializer
+from reasonflow.api import BoundedListField, ModelSerializer, Serializer
 
 
 class DraftOutputSerializer(ModelSerializer):
@@ -132,7 +132,7 @@ class EmailsApi(APIView):
 
 class EmailListApi(EmailsApi):
     @extend_schema_serializer(component_name="EmailListFilters")
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(Serializer):
         status = serializers.ChoiceField(choices=EmailStatus.choices, required=False)
         classification = serializers.ChoiceField(choices=Classification.choices, required=False)
         unread = serializers.BooleanField(required=False, allow_null=True, default=None)
@@ -149,7 +149,7 @@ class EmailListApi(EmailsApi):
 
 class EmailDetailApi(EmailsApi):
     @extend_schema_serializer(component_name="EmailUpdateInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(Serializer):
         is_read = serializers.BooleanField()
 
     OutputSerializer = EmailDetailOutputSerializer
@@ -170,7 +170,7 @@ class EmailDetailApi(EmailsApi):
 
 class EmailSyncApi(EmailsApi):
     @extend_schema_serializer(component_name="EmailSyncOutput")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(Serializer):
         received = serializers.IntegerField()
         emails = EmailOutputSerializer(many=True)
 
@@ -198,7 +198,7 @@ class EmailProcessApi(EmailsApi):
 
 class DraftListApi(EmailsApi):
     @extend_schema_serializer(component_name="DraftListFilters")
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(Serializer):
         status = serializers.ChoiceField(choices=DraftStatus.choices, required=False)
         email_id = serializers.UUIDField(required=False)
 
@@ -214,7 +214,7 @@ class DraftListApi(EmailsApi):
 
 class DraftDetailApi(EmailsApi):
     @extend_schema_serializer(component_name="DraftUpdateInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(Serializer):
         subject = serializers.CharField(max_length=998, required=False)
         body = serializers.CharField(max_length=100_000, required=False)
 
@@ -266,7 +266,7 @@ class DraftSendApi(EmailsApi):
 
 class DraftRejectApi(EmailsApi):
     @extend_schema_serializer(component_name="DraftRejectInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(Serializer):
         reason = serializers.CharField(
             max_length=2000, required=False, allow_null=True, allow_blank=True, default=None
         )
@@ -287,7 +287,7 @@ class DraftRejectApi(EmailsApi):
 # --- batch jobs -----------------------------------------------------------------------------
 
 
-class BatchStartedSerializer(serializers.Serializer):
+class BatchStartedSerializer(Serializer):
     job_id = serializers.UUIDField(source="id")
     status = serializers.CharField()
     total = serializers.IntegerField()
@@ -309,7 +309,7 @@ class BatchEmailsApi(EmailsApi):
     kind: BatchKind
 
     @extend_schema_serializer(component_name="BatchEmailsInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(Serializer):
         max_reported = 5  # unknown ids named in an error: the error body stays small
 
         # The length is checked before any item, so 100,000 ids cost no more than 101.

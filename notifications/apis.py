@@ -39,12 +39,12 @@ from notifications.services import (
     publish_receipt_repeat,
     stream_ticket_issue,
 )
-from reasonflow.api import BoundedListField
+from reasonflow.api import BoundedListField, Serializer
 from reasonflow.users.selectors import user_get_by_identifier, user_ids_by_identifier
 
 
 @extend_schema_serializer(component_name="EventEnvelope")
-class EnvelopeSerializer(serializers.Serializer):
+class EnvelopeSerializer(Serializer):
     """An event as the socket delivers it (PROTOCOL §2)."""
 
     id = serializers.IntegerField(help_text="The user's event id: 1, 2, 3, ... with no gaps.")
@@ -59,7 +59,7 @@ class EventListApi(APIView):
 
     MAX_LIMIT = 500
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(Serializer):
         # Event ids are bigints: a larger `after` is a mistake the client should hear about.
         after = serializers.IntegerField(
             min_value=0, max_value=BigIntegerField.MAX_BIGINT, default=0
@@ -67,7 +67,7 @@ class EventListApi(APIView):
         limit = serializers.IntegerField(min_value=1, max_value=500, default=100)
 
     @extend_schema_serializer(component_name="EventPage")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(Serializer):
         events = EnvelopeSerializer(many=True)
         has_more = serializers.BooleanField(
             help_text="More kept events follow: ask again after the last id."
@@ -103,7 +103,7 @@ class SampleEventApi(APIView):
     permission_classes = [IsAdminUser]
 
     @extend_schema_serializer(component_name="SampleEventInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(Serializer):
         user = serializers.CharField(max_length=254, help_text="The user's id or email.")
         type = serializers.ChoiceField(choices=[t.value for t in EventType])
         data = serializers.DictField(
@@ -117,7 +117,7 @@ class SampleEventApi(APIView):
             return user
 
     @extend_schema_serializer(component_name="SampleEventOutput")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(Serializer):
         event = EnvelopeSerializer()
 
     @extend_schema(
@@ -165,7 +165,7 @@ class StatusApi(APIView):
     """GET status: the caller's open sockets across all server processes and newest event id."""
 
     @extend_schema_serializer(component_name="StreamStatus")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(Serializer):
         user_id = serializers.UUIDField()
         connections = serializers.IntegerField(
             allow_null=True, help_text="Open sockets on every server process; null when unknown."
@@ -188,7 +188,7 @@ class StatusApi(APIView):
 
 
 @extend_schema_serializer(component_name="PublishEvent")
-class PublishEventSerializer(serializers.Serializer):
+class PublishEventSerializer(Serializer):
     """One event of the publish API, checked against the catalogue."""
 
     user = serializers.CharField(max_length=254, help_text="The user's id or email.")
@@ -221,7 +221,7 @@ class PublishApi(APIView):
         )
 
     @extend_schema_serializer(component_name="PublishBatch")
-    class BatchSerializer(serializers.Serializer):
+    class BatchSerializer(Serializer):
         events = BoundedListField(
             child=PublishEventSerializer(),
             max_length=MAX_PUBLISH_EVENTS,
@@ -230,7 +230,7 @@ class PublishApi(APIView):
         )
 
     @extend_schema_serializer(component_name="PublishOutput")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(Serializer):
         events = EnvelopeSerializer(many=True, help_text="The published events, in order.")
 
     @extend_schema(
@@ -416,7 +416,7 @@ class StreamTicketApi(APIView):
     server-sent events (PROTOCOL §5), for EventSource, which cannot send a Bearer header."""
 
     @extend_schema_serializer(component_name="StreamTicket")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(Serializer):
         ticket = serializers.CharField(
             help_text="GET stream?ticket=<this>: opaque, single use, bound to the caller."
         )

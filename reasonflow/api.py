@@ -59,6 +59,36 @@ class UTCDateTimeField(serializers.DateTimeField):
         return super().to_representation(value)
 
 
+def _copies_to_bind(fields: Mapping[str, Field]) -> dict[str, Field]:
+    """A serializer's own copies of the fields its class holds, for it to bind.
+
+    DRF deep-copies them, which calls each field's __init__ again with deep copies of its
+    arguments (a sixth of a draft's approval). A plain field's state is what __init__ left and
+    is only read once bound, so a shallow copy serves. A field that holds fields (a nested
+    serializer, a list or dict field's child, a many-relation's child) is deep-copied, as DRF
+    does: its children are bound to it. A field's default is shared: a mutable one must be a
+    callable.
+    """
+    return {
+        name: copy.deepcopy(field) if _holds_fields(field) else copy.copy(field)
+        for name, field in fields.items()
+    }
+
+
+def _holds_fields(field: Field) -> bool:
+    return isinstance(field, serializers.BaseSerializer) or any(
+        hasattr(field, name) for name in ("child", "child_relation")
+    )
+
+
+class Serializer(serializers.Serializer):
+    """DRF's Serializer, whose fields are copied for each serializer as `_copies_to_bind`
+    says."""
+
+    def get_fields(self):
+        return _copies_to_bind(self._declared_fields)
+
+
 class ModelSerializer(serializers.ModelSerializer):
     """ModelSerializer whose model DateTimeFields render through UTCDateTimeField, and whose
     output rows cost half of DRF's.
@@ -80,20 +110,12 @@ class ModelSerializer(serializers.ModelSerializer):
 
     def get_fields(self):
         # DRF builds every model field anew for each serializer (introspecting the model and
-        # its validators): built once per class here. Each serializer binds copies of its own.
-        # DRF's deep copy calls each field's __init__ again (a sixth of a draft's approval); a
-        # plain field's state is what __init__ left and is only read once bound, so a shallow
-        # copy serves. A nested serializer is deep-copied, as DRF does: binding reaches into it.
+        # its validators): built once per class here, and copied as `_copies_to_bind` says.
         built = type(self).__dict__.get("_built_fields")
         if built is None:
             built = super().get_fields()
             type(self)._built_fields = built
-        return {
-            name: copy.deepcopy(field)
-            if isinstance(field, serializers.BaseSerializer)
-            else copy.copy(field)
-            for name, field in built.items()
-        }
+        return _copies_to_bind(built)
 
     def to_representation(self, instance):
         if isinstance(instance, Mapping):

@@ -26,6 +26,7 @@ from rest_framework_simplejwt.serializers import (
 )
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from reasonflow.api import Serializer
 from reasonflow.users.models import User
 from reasonflow.users.services import (
     DemoUserRefused,
@@ -48,7 +49,7 @@ from reasonflow.users.tokens import RefreshToken
 
 
 @extend_schema_serializer(component_name="TokenPair")
-class TokenPairSerializer(serializers.Serializer):
+class TokenPairSerializer(Serializer):
     access = serializers.CharField(
         help_text="Access token: the WebSocket's first frame, REST's Bearer."
     )
@@ -69,7 +70,7 @@ class RegisterApi(APIView):
     throttle_classes = [RegisterThrottle]
 
     @extend_schema_serializer(component_name="RegisterInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(Serializer):
         email = serializers.EmailField(max_length=254)
         password = serializers.CharField(max_length=128, trim_whitespace=False)
 
@@ -193,7 +194,7 @@ class PasswordChangeApi(FailureThrottledMixin, APIView):
     throttle_classes = [PasswordChangeThrottle]
 
     @extend_schema_serializer(component_name="PasswordChangeInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(Serializer):
         current_password = serializers.CharField(max_length=128, trim_whitespace=False)
         new_password = serializers.CharField(max_length=128, trim_whitespace=False)
 

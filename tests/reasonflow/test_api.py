@@ -4,6 +4,7 @@ get a 4xx with a small JSON body, never a 500."""
 
 import io
 import json
+import uuid
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 from datetime import timezone as fixed_offset
@@ -306,6 +307,36 @@ def test_model_fields_are_built_once_per_class_and_copied_for_each_serializer():
         assert first.fields[name].parent is first and second.fields[name].parent is second
     # What the class keeps is never bound: each serializer binds its own copies.
     assert all(field.parent is None for field in Counting._built_fields.values())
+
+
+def test_plain_fields_are_copied_for_each_serializer_and_validate_as_drfs():
+    from reasonflow.api import Serializer
+
+    fields = {
+        "kind": serializers.ChoiceField(choices=["a", "b"]),
+        "ids": serializers.ListField(child=serializers.UUIDField(), max_length=2),
+        "tags": serializers.DictField(child=serializers.IntegerField(min_value=0)),
+        "note": serializers.CharField(max_length=3, required=False),
+    }
+    ours = type("Ours", (Serializer,), dict(fields))
+    drfs = type("Drfs", (serializers.Serializer,), dict(fields))
+    bodies = [
+        {"kind": "a", "ids": [str(uuid.uuid4())], "tags": {"x": 1}},
+        {"kind": "c", "ids": ["nope", 1, 2], "tags": {"x": -1}, "note": "long"},
+        {},
+    ]
+    for body in bodies:
+        mine, theirs = ours(data=body), drfs(data=body)
+        assert mine.is_valid() == theirs.is_valid()
+        assert (mine.validated_data, mine.errors) == (theirs.validated_data, theirs.errors)
+    first, second = ours(), ours()
+    for name in fields:
+        assert first.fields[name] is not second.fields[name]
+        assert first.fields[name].parent is first
+    for name in ("ids", "tags"):  # a child is its own field's
+        assert first.fields[name].child is not second.fields[name].child
+        assert first.fields[name].child.parent is first.fields[name]
+    assert all(field.parent is None for field in ours._declared_fields.values())
 
 
 def test_a_nested_serializer_field_is_copied_whole_for_each_serializer():
