@@ -7,6 +7,7 @@ from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidTok
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
+from reasonflow.users.selectors import user_get_by_id
 from reasonflow.users.tokens import token_version_is_current
 
 
@@ -23,7 +24,7 @@ class JWTAuthentication(authentication.JWTAuthentication):
         except KeyError:
             raise InvalidToken(_("Token contained no recognizable user identification")) from None
         try:
-            user = self.user_model.objects.get(**{api_settings.USER_ID_FIELD: user_id})
+            user = user_get_by_id(user_id=user_id)  # USER_ID_FIELD is the primary key
         except self.user_model.DoesNotExist:
             raise AuthenticationFailed(_("User not found"), code="user_not_found") from None
         except (DjangoValidationError, ValueError, TypeError, OverflowError):
