@@ -123,7 +123,7 @@ class EmailsApi(APIView):
 
     def paginate(self, queryset, serializer_class) -> Response:
         paginator = Pagination()
-        page = paginator.paginate_queryset(queryset, self.request, view=self)
+        page = paginator.paginate_queryset(serializer_class.rows(queryset), self.request, view=self)
         return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 

@@ -26,7 +26,7 @@ from emails.apis import (
     EmailDetailOutputSerializer,
     EmailOutputSerializer,
 )
-from emails.models import BatchJob, Email
+from emails.models import BatchJob, Draft, Email
 from notifications.models import Event
 from reasonflow.api import UTCDateTimeField
 from reasonflow.parsers import JSONParser
@@ -273,6 +273,34 @@ def test_every_output_serializer_renders_the_rows_drf_renders(make_user):
         row = serializer.to_representation(instance)
         assert row == drf_row(serializer, instance), type(serializer).__name__
         assert json.dumps(row, cls=DRFJSONEncoder)  # JSON as it stands
+
+
+def test_a_list_reads_dicts_of_its_columns_where_every_field_reads_one(make_user):
+    owner = make_user()
+    EmailFactory(owner=owner, confidence=None, classification="", thread_id="")
+    DraftFactory(email__owner=owner, sent_at=timezone.now(), error="boom")
+    BatchJob.objects.create(owner=owner, kind="classify", total=3)
+    for serializer_class, queryset in [
+        (EmailOutputSerializer, Email.objects.filter(owner=owner)),
+        (DraftOutputSerializer, Draft.objects.filter(email__owner=owner)),
+    ]:
+        rows = list(serializer_class.rows(queryset))
+        assert rows and all(type(row) is dict for row in rows)
+        assert set(rows[0]) == {field.source for field in serializer_class().fields.values()}
+        instances = list(queryset)
+        # Each dict renders as DRF renders the model instance, types included.
+        for row, instance in zip(rows, instances, strict=True):
+            ours = serializer_class().to_representation(row)
+            assert ours == drf_row(serializer_class(), instance)
+            assert json.dumps(ours, cls=DRFJSONEncoder) == json.dumps(
+                drf_row(serializer_class(), instance), cls=DRFJSONEncoder
+            )
+    # A method field, a renamed source or a property: the model instances, as before.
+    for serializer_class, queryset in [
+        (EmailDetailOutputSerializer, Email.objects.filter(owner=owner)),
+        (BatchJobOutputSerializer, BatchJob.objects.filter(owner=owner)),
+    ]:
+        assert serializer_class.rows(queryset) is queryset
 
 
 def test_model_fields_are_built_once_per_class_and_copied_for_each_serializer():
