@@ -4,13 +4,15 @@ Each function below leans on something a dependency does not promise to keep: an
 private method, the way a coroutine steps. Each says what it assumes, and
 tests/notifications/test_compat.py checks every assumption against the installed versions, so an
 upgrade fails there, next to the cause, instead of far away at run time. The packages involved
-are pinned in requirements.txt (asgiref, Django, channels-redis, uvicorn, websockets).
+are pinned in requirements.txt (asgiref, Django, channels-redis, uvicorn, websockets,
+prometheus-client).
 
 Only the standard library is imported here: the Python client (which must not import Django)
 uses abort_transport(), and the server-side helpers receive the objects they work on.
 """
 
 import asyncio
+import bisect
 import contextlib
 import functools
 import os
@@ -356,6 +358,30 @@ def use_message_handler(shard_class: type, handle: Callable) -> None:
     gets from Redis, with None when there was none.
     """
     shard_class._receive_message = handle
+
+
+# --- prometheus-client ----------------------------------------------------------------------
+
+
+def observe_each(histogram, amounts: list[float]) -> None:
+    """`histogram.observe(amount)` for each amount, adding each bucket's count once.
+
+    Assumes prometheus-client's Histogram (0.26) keeps `_upper_bounds` (ascending, +Inf
+    last), a value per bound in `_buckets` (not cumulative: observe() adds 1 to the first
+    bucket whose bound is at or above the amount) and `_sum`, each value with inc(amount)
+    (in-process and multiprocess alike), and checks `_raise_if_not_observable()` first.
+    """
+    if not amounts:
+        return
+    histogram._raise_if_not_observable()
+    bounds = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    for amount in amounts:
+        counts[bisect.bisect_left(bounds, amount)] += 1
+    histogram._sum.inc(sum(amounts))
+    for value, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            value.inc(count)
 
 
 # --- websockets -----------------------------------------------------------------------------

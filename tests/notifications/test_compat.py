@@ -1026,3 +1026,45 @@ def test_the_cycles_a_finished_rest_request_leaves_are_broken(db, user):
     assert json.loads(response.content)["results"] == [
         {"email": user.email, "friend": {"email": user.email}}
     ]
+
+
+# --- prometheus-client ----------------------------------------------------------------------
+
+
+def test_observe_each_leaves_a_histogram_as_observing_each_amount_does():
+    from prometheus_client import CollectorRegistry, Histogram
+    from prometheus_client.values import MultiProcessValue
+
+    buckets = (0.001, 0.01, 0.1, 1)
+    amounts = [0, 0.001, 0.0011, 0.05, 0.1, 0.5, 1, 2, 30, 0.01, 0.01]
+
+    def histogram(*labels):
+        return Histogram("latency", "", labels, buckets=buckets, registry=CollectorRegistry())
+
+    def samples(metric):
+        return [
+            (s.name, s.labels, s.value)
+            for family in metric.collect()
+            for s in family.samples
+            if not s.name.endswith("_created")
+        ]
+
+    ours, theirs = histogram(), histogram()
+    compat.observe_each(ours, amounts)
+    compat.observe_each(ours, [])
+    for amount in amounts:
+        theirs.observe(amount)
+    assert samples(ours) == samples(theirs)
+    # What it reads: ascending bounds with +Inf last, one value per bound, each value (the
+    # multiprocess one too) adding an amount.
+    assert list(ours._upper_bounds) == [*buckets, float("inf")]
+    assert len(ours._buckets) == len(ours._upper_bounds)
+    assert all(callable(value.inc) for value in [*ours._buckets, ours._sum])
+    assert "amount" in inspect.signature(MultiProcessValue().inc).parameters
+    # A histogram with labels is observed through its children, as observe() insists.
+    labelled = histogram("route")
+    with pytest.raises(ValueError) as refused:
+        compat.observe_each(labelled, [1])
+    with pytest.raises(ValueError) as theirs_refused:
+        labelled.observe(1)
+    assert str(refused.value) == str(theirs_refused.value)

@@ -3,6 +3,7 @@ delivered: the Prometheus metrics of this process and the access log's lines. In
 through the consumer on the in-memory layer (tests/notifications/operations covers the same
 figures as /metrics serves them from live server processes)."""
 
+import asyncio
 import logging
 import time
 
@@ -110,6 +111,25 @@ def test_a_delivery_is_counted_and_its_latency_observed_when_the_publish_time_is
     assert metric("notify_events_delivered_total") == delivered + 3
     assert metric("notify_delivery_latency_seconds_count") == observed + 2
     assert metric("notify_delivery_latency_seconds_sum") - total < 1  # skew observed as 0
+
+
+async def test_a_fan_out_is_counted_once_the_event_loop_turns_as_one_by_one():
+    delivered = metric("notify_events_delivered_total")
+    observed = metric("notify_delivery_latency_seconds_count")
+    under_5_ms = metric("notify_delivery_latency_seconds_bucket", le="0.005")
+    now = time.time()
+    messages = [{"event_id": 1, "published_at": now - 0.001 * (index % 20)} for index in range(999)]
+
+    for message in [*messages, {"event_id": 1}]:  # one callback: a fan-out to 1,000 sockets
+        telemetry.event_delivered(message)
+    assert metric("notify_events_delivered_total") == delivered  # nothing yet
+    await asyncio.sleep(0)
+
+    assert metric("notify_events_delivered_total") == delivered + 1000
+    assert metric("notify_delivery_latency_seconds_count") == observed + 999
+    fast = sum(now - message["published_at"] <= 0.005 for message in messages)
+    # Each latency is measured when delivered (a little later than `now`): at most as many.
+    assert 0 < metric("notify_delivery_latency_seconds_bucket", le="0.005") - under_5_ms <= fast
 
 
 def test_replays_count_resumes_and_the_events_they_sent():
