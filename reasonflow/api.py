@@ -63,11 +63,11 @@ def _copies_to_bind(fields: Mapping[str, Field]) -> dict[str, Field]:
     """A serializer's own copies of the fields its class holds, for it to bind.
 
     DRF deep-copies them, which calls each field's __init__ again with deep copies of its
-    arguments (a sixth of a draft's approval). A plain field's state is what __init__ left and
-    is only read once bound, so a shallow copy serves. A field that holds fields (a nested
-    serializer, a list or dict field's child, a many-relation's child) is deep-copied, as DRF
-    does: its children are bound to it. A field's default is shared: a mutable one must be a
-    callable.
+    arguments (4 % of a draft's approval's instructions). A plain field's state is what
+    __init__ left and is only read once bound, so a shallow copy serves. A field that holds
+    fields (a nested serializer, a list or dict field's child, a many-relation's child) is
+    deep-copied, as DRF does: its children are bound to it. A field's default is shared: a
+    mutable one must be a callable.
     """
     return {
         name: copy.deepcopy(field) if _holds_fields(field) else copy.copy(field)

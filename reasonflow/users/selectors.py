@@ -7,7 +7,7 @@ from django.db import connection
 from reasonflow.users.models import User
 
 # {database vendor: (the SELECT of every column by id, the attnames in its order, each
-# column's (field, converters))}: built on first use, as the ORM would build it each time.
+# column's (Col expression, converters))}: built on first use, as the ORM builds it each time.
 _BY_ID: dict[str, tuple[str, list[str], list[tuple]]] = {}
 
 
