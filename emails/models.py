@@ -5,7 +5,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 
-from notifications import events
+from notifications import compat, events
 
 
 # The values the event catalogue accepts (tests/emails/test_models.py holds them equal), kept as
@@ -28,7 +28,7 @@ class EmailStatus(models.TextChoices):
     REJECTED = "rejected"
 
 
-class Email(models.Model):
+class Email(compat.UpdatesBySql, models.Model):
     """One received message. `classification` is empty until the email is classified."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -84,7 +84,7 @@ class DraftStatus(models.TextChoices):
     FAILED = "failed"
 
 
-class Draft(models.Model):
+class Draft(compat.UpdatesBySql, models.Model):
     """A reply to an email, waiting for the user's approval before it is sent."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -126,7 +126,7 @@ class BatchStatus(models.TextChoices):
 BATCH_FINAL_STATUSES = tuple(BatchStatus(status) for status in events.BATCH_FINAL_STATUSES)
 
 
-class BatchJob(models.Model):
+class BatchJob(compat.UpdatesBySql, models.Model):
     """A background run over many emails; `errors` holds one {"item", "error"} per failure."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

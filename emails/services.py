@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterable
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import transaction
-from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from emails import signals
+from emails import selectors, signals
 from emails.classifier import ClassifierInput, get_classifier
 from emails.drafting import draft_compose
 from emails.models import (
@@ -194,16 +193,7 @@ def email_mark_read(*, email: Email, is_read: bool) -> Email:
 
 
 def _locked_draft(*, user, draft_id: uuid.UUID | str) -> Draft:
-    # One read checks the owner and locks the draft with its email (no read before it to
-    # check the owner). The owner is the one the read was filtered on: no join to read it
-    # again for the reply's From.
-    draft = get_object_or_404(
-        Draft.objects.select_for_update(of=("self", "email"))
-        .select_related("email")
-        .filter(email__owner=user),
-        pk=draft_id,
-    )
-    draft.email.owner = user
+    draft = selectors.draft_lock_for_user(user=user, draft_id=draft_id)
     signals.remember_locked_values(draft)
     signals.remember_locked_values(draft.email)
     return draft

@@ -180,6 +180,94 @@ class RunsHooksBeforeCommit:
         super().savepoint_commit(sid)
 
 
+def use_pool_check(pool, check: Callable) -> None:
+    """Have psycopg_pool's ConnectionPool `pool` run `check` on each connection it hands out,
+    in place of the check Django made it with (ConnectionPool.check_connection with
+    CONN_HEALTH_CHECKS, else none, which stays none); Django takes no check of its own.
+
+    Assumes ConnectionPool (psycopg_pool 3.3) keeps its check as `_check` and runs it on every
+    connection `getconn()` hands out, closing one it raises for and taking another.
+    """
+    if pool._check is not None:
+        pool._check = check
+
+
+def column_converters(fields, connection) -> list[tuple[int, object, list[Callable]]]:
+    """For each of the model `fields` that has any: (its index, its column, the functions that
+    turn what the driver returned into the field's value), as the ORM applies them to each
+    column it reads.
+
+    Assumes SQLCompiler.get_converters (Django 5.2) converts a selected column `col` (a field's
+    `get_col(table)`) with `connection.ops.get_db_converters(col) + col.get_db_converters(
+    connection)`, each called as `convert(value, col, connection)`.
+    """
+    found = []
+    for index, field in enumerate(fields):
+        column = field.get_col(field.model._meta.db_table)
+        converters = connection.ops.get_db_converters(column)
+        converters += column.get_db_converters(connection)
+        if converters:
+            found.append((index, column, converters))
+    return found
+
+
+class UpdatesBySql:
+    """Mixin for a model (first base): `save()` of a row that exists sends an UPDATE whose SQL
+    was written once for its columns, instead of building a queryset, its filter and its
+    compiler for every save (a third of a save's cost; an approval saves three rows).
+
+    Assumes Model._save_table (Django 5.2) updates through `self._do_update(base_qs, using,
+    pk_val, values, update_fields, forced_update)` with `values` as (field, None, value to
+    save) for each field to write, and takes its result as "a row was updated"; that the
+    UPDATE SQLUpdateCompiler writes for plain values is `UPDATE table SET col = %s, ... WHERE
+    table.pk = %s` with `field.get_db_prep_save(value)` and the key's
+    `get_db_prep_value(pk)` as parameters; and that the model's base manager filters nothing.
+    A value that is None, an expression or a model instance, a field with a placeholder of its
+    own, and `select_on_save` take Django's way.
+    """
+
+    def _do_update(self, base_qs, using, pk_val, values, update_fields, forced_update):
+        if (
+            not values
+            or self._meta.select_on_save
+            or not all(_plain_update_value(field, value) for field, _, value in values)
+        ):
+            return super()._do_update(base_qs, using, pk_val, values, update_fields, forced_update)
+        from django.db import connections
+
+        connection = connections[using]
+        fields = tuple(field for field, _, _ in values)
+        params = [field.get_db_prep_save(value, connection) for field, _, value in values]
+        params.append(self._meta.pk.get_db_prep_value(pk_val, connection))
+        with driver_cursor(connection) as cursor:
+            cursor.execute(_update_sql(type(self), fields, connection), params)
+            return cursor.rowcount > 0
+
+
+def _plain_update_value(field, value) -> bool:
+    return not (
+        value is None
+        or hasattr(value, "resolve_expression")
+        or hasattr(value, "prepare_database_save")
+        or hasattr(field, "get_placeholder")
+    )
+
+
+_UPDATES: dict[tuple, str] = {}
+
+
+def _update_sql(model, fields: tuple, connection) -> str:
+    key = (model, fields, connection.vendor)
+    sql = _UPDATES.get(key)
+    if sql is None:
+        quote, meta = connection.ops.quote_name, model._meta
+        table = quote(meta.db_table)
+        columns = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+        sql = f"UPDATE {table} SET {columns} WHERE {table}.{quote(meta.pk.column)} = %s"  # noqa: S608
+        _UPDATES[key] = sql
+    return sql
+
+
 def respond_in_one_hop(handler) -> None:
     """Have Django's ASGIHandler `handler` serve each HTTP request in one thread hop: the
     request_started signal, the middleware chain and the view, and (for a response that is

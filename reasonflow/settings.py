@@ -141,7 +141,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABAS
     }
     # Pooling takes the place of persistent connections (Django refuses both): closing a
     # connection returns it to the pool. With CONN_HEALTH_CHECKS the pool checks a connection
-    # before handing it out, so none that a database restart ended reaches a request.
+    # before handing it out, so none that a database restart ended reaches a request (with
+    # reasonflow/db/pool.py's check, which costs no round trip).
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several threads (daphne's sync workers, the test suite) write the same file: wait for

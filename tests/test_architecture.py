@@ -197,6 +197,10 @@ PRIVATE_NAMES = {
     "load_middleware",
     "_acquired_at_once",
     "_Resumed",
+    "get_db_converters",
+    "get_col",
+    "_do_update",
+    "_check",
 }
 LOCAL_NAMES_ALLOWED = {"transport"}
 # Underscore attributes that channels-redis objects have; ours must not reuse the names, so

@@ -1068,3 +1068,202 @@ def test_observe_each_leaves_a_histogram_as_observing_each_amount_does():
     with pytest.raises(ValueError) as theirs_refused:
         labelled.observe(1)
     assert str(refused.value) == str(theirs_refused.value)
+
+
+# --- rows loaded and updated as the ORM does ------------------------------------------------
+
+
+def _project_models():
+    from emails.models import BatchJob, Draft, Email, MailAccount
+    from notifications.models import Event
+    from reasonflow.users.models import User
+
+    return [User, Email, Draft, BatchJob, MailAccount, Event]
+
+
+@pytest.mark.parametrize("model", _project_models(), ids=lambda model: model.__name__)
+def test_column_converters_are_those_the_orm_applies_to_each_column(db, model):
+    from django.db import connection
+
+    compiler = model.objects.all().query.get_compiler(connection=connection)
+    compiler.setup_query()
+    expressions = [selected[0] for selected in compiler.select]
+    assert [expression.target for expression in expressions] == list(model._meta.concrete_fields)
+    orms = compiler.get_converters(expressions)
+    ours = compat.column_converters(model._meta.concrete_fields, connection)
+    assert {index: converters for index, (converters, _) in orms.items()} == {
+        index: converters for index, _, converters in ours
+    }
+    assert all(column == orms[index][1] for index, column, _ in ours)
+
+
+def test_each_converter_is_called_as_value_column_connection(db):
+    import uuid
+
+    from django.db import connection
+
+    from emails.models import Email
+    from tests.emails.factories import EmailFactory
+
+    email = EmailFactory(classification_reasons=["asks", "polite"], confidence=0.5)
+    with connection.cursor() as cursor:
+        fields = Email._meta.concrete_fields
+        cursor.execute(
+            f"SELECT {', '.join(connection.ops.quote_name(f.column) for f in fields)} "  # noqa: S608
+            f"FROM {Email._meta.db_table} WHERE id = %s",
+            [Email._meta.pk.get_db_prep_value(email.pk, connection)],
+        )
+        values = list(cursor.fetchone())
+    for index, column, converters in compat.column_converters(fields, connection):
+        for convert in converters:
+            values[index] = convert(values[index], column, connection)
+    loaded = dict(zip([f.attname for f in fields], values, strict=True))
+    stored = Email.objects.get(pk=email.pk)
+    assert loaded == {f.attname: getattr(stored, f.attname) for f in fields}
+    assert isinstance(loaded["id"], uuid.UUID)
+    assert loaded["classification_reasons"] == ["asks", "polite"]
+
+
+def test_django_saves_an_existing_row_through_do_update_as_updates_by_sql_assumes(db):
+    from django.db.models import Model
+
+    assert list(inspect.signature(Model._do_update).parameters) == [
+        "self",
+        "base_qs",
+        "using",
+        "pk_val",
+        "values",
+        "update_fields",
+        "forced_update",
+    ]
+    source = "".join(inspect.getsource(Model._save_table).split())
+    assert "updated=self._do_update(base_qs,using,pk_val,values,update_fields,forced_update)" in (
+        source
+    )
+    assert "(f,None,(getattr(self,f.attname)ifrawelsef.pre_save(self,False)),)" in source
+
+
+@pytest.mark.parametrize("model", _project_models(), ids=lambda model: model.__name__)
+def test_models_that_update_by_sql_filter_nothing_in_their_base_manager(model):
+    from django.db import models
+
+    if not issubclass(model, compat.UpdatesBySql):
+        pytest.skip("saves the ORM's way")
+    assert type(model._base_manager) is models.Manager
+    assert not model._meta.parents and not model._meta.select_on_save
+
+
+def _djangos_update(model, pk, values, connection):
+    from django.db.models.sql import UpdateQuery
+
+    query = UpdateQuery(model)
+    query.add_update_fields(values)
+    query.add_filter("pk", pk)
+    return query.get_compiler(connection=connection).as_sql()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"status": "approved", "error": ""},
+        {"subject": "Re: it", "body": "Thanks!\n", "sent_at": "now", "message_id": "<m@x>"},
+        {"requires_approval": False},
+    ],
+)
+def test_the_update_written_once_is_the_orms_with_the_same_parameters(db, changes):
+    from django.db import connection
+    from django.utils import timezone
+
+    from emails.models import Draft
+    from tests.emails.factories import DraftFactory
+
+    draft = DraftFactory()
+    changes = {name: timezone.now() if value == "now" else value for name, value in changes.items()}
+    values = [(Draft._meta.get_field(name), None, value) for name, value in changes.items()]
+    djangos_sql, djangos_params = _djangos_update(Draft, draft.pk, values, connection)
+    fields = tuple(field for field, _, _ in values)
+    ours = compat._update_sql(Draft, fields, connection)
+    params = [field.get_db_prep_save(value, connection) for field, _, value in values]
+    params.append(Draft._meta.pk.get_db_prep_value(draft.pk, connection))
+    # Django qualifies the key's column with its table too.
+    assert ours == djangos_sql
+    assert params == list(djangos_params)
+
+
+def test_a_save_sends_the_update_written_once_and_reports_a_missing_row(db):
+    from django.db import DatabaseError, connection
+    from django.test.utils import CaptureQueriesContext
+
+    from emails.models import Draft
+    from tests.emails.factories import DraftFactory
+
+    draft = DraftFactory()
+    draft.status, draft.error = "failed", "refused"
+    with CaptureQueriesContext(connection) as captured:
+        draft.save(update_fields=["status", "error"])
+    [update] = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("UPDATE")]
+    assert update.startswith('UPDATE "emails_draft" SET "status" = ')
+    stored = Draft.objects.get(pk=draft.pk)
+    assert (stored.status, stored.error) == ("failed", "refused")
+    Draft.objects.filter(pk=draft.pk).delete()
+    # As Django reports it: a save of update_fields that updated no row.
+    with pytest.raises(DatabaseError, match="did not affect any rows"):
+        draft.save(update_fields=["status"])
+
+
+def test_values_the_update_written_once_cannot_send_take_djangos_way(db):
+    from django.db.models import F
+
+    from emails.models import Draft, Email
+    from tests.emails.factories import DraftFactory
+
+    draft = DraftFactory(sent_at=None)
+    draft.sent_at = None  # NULL, which Django writes into the statement
+    draft.save(update_fields=["sent_at"])
+    draft.subject = F("body")  # an expression
+    draft.save(update_fields=["subject"])
+    stored = Draft.objects.get(pk=draft.pk)
+    assert stored.sent_at is None and stored.subject == stored.body
+    draft.email = Email.objects.exclude(pk=draft.email_id).first() or draft.email
+    draft.save(update_fields=["email"])  # a model instance for a foreign key
+    assert Draft.objects.get(pk=draft.pk).email_id == draft.email_id
+
+
+def test_the_pool_keeps_its_check_as_use_pool_check_assumes(db):
+    from django.db import connection
+    from psycopg_pool import ConnectionPool
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's pool")
+    checked = []
+
+    def check(conn):
+        checked.append(conn)
+
+    url = connection.get_connection_params()
+    pool = ConnectionPool(
+        kwargs={**url, "autocommit": True},
+        min_size=1,
+        max_size=1,
+        open=False,
+        check=ConnectionPool.check_connection,
+    )
+    pool.open(wait=True)
+    try:
+        compat.use_pool_check(pool, check)
+        for _ in range(3):
+            with pool.connection() as conn:
+                conn.execute("SELECT 1")
+        assert len(checked) == 3  # every connection handed out
+
+        def refuse(conn):
+            raise OSError("not fit")
+
+        compat.use_pool_check(pool, refuse)
+        with pytest.raises(Exception), pool.connection(timeout=0.5):  # noqa: B017
+            pass  # a connection its check refuses is never handed out
+    finally:
+        pool.close()
+    unchecked = ConnectionPool(kwargs={**url}, min_size=1, open=False, check=None)
+    compat.use_pool_check(unchecked, check)
+    assert unchecked._check is None  # no health checks asked for: none given
