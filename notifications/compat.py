@@ -52,12 +52,14 @@ def skip_health_check(connection) -> None:
 
 
 @contextlib.contextmanager
-def driver_cursor(connection):
+def driver_cursor(connection, *, many_statements: bool = False):
     """A cursor of the database driver itself, past Django's CursorWrapper (a third of what
     publish_event's store statement costs the producer), binding its parameters on the server,
     its errors still raised as django.db's, on PostgreSQL (whose driver takes Django's `%s`
     placeholders). Django's own cursor elsewhere, and when something watches the queries:
-    DEBUG's query log or an `execute_wrapper()`.
+    DEBUG's query log or an `execute_wrapper()`. With `many_statements`, one that binds on
+    the client (as Django's does) and so sends a statement without parameters in PostgreSQL's
+    simple protocol, which runs several statements sent as one.
 
     Assumes that after `ensure_connection()` `connection.connection` is the driver's open
     connection, and that `connection.wrap_database_errors` is the context manager Django's
@@ -78,7 +80,8 @@ def driver_cursor(connection):
     # psycopg's own Cursor, not the client-binding one Django makes by default: the parameters
     # travel beside the statement (unnamed, so PgBouncer's transaction mode takes it) instead of
     # being quoted into it in Python, a tenth of the statement's cost to the producer.
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+    cursor_class = psycopg.ClientCursor if many_statements else psycopg.Cursor
+    with connection.wrap_database_errors, cursor_class(connection.connection) as cursor:
         yield cursor
 
 
@@ -137,24 +140,38 @@ def in_committing_transaction(connection) -> bool:
     return bool(blocks) and not blocks[-1]._from_testcase
 
 
-def run_before_commit(connection) -> None:
+def run_before_commit(connection, *, committing: bool = False) -> None:
     """Give the current transaction's on_commit hooks that have a `before_commit(connection,
     hooks)` attribute their last chance to write in it, one call per distinct `before_commit`,
     in the order each one's first hook was registered (a receipt registered after its events
     sees them stored).
 
+    When `committing` (a real commit follows), the last `before_commit` to run, if it has a
+    true `commits_with_last_statement` attribute, is called with `commit=True`: it may end its
+    last statement with COMMIT, one round trip for both. The commit that follows then finds
+    the transaction ended and sends nothing.
+
     Assumes `connection.run_on_commit` holds `(savepoint ids, hook, robust)` tuples for the
     current transaction, that `savepoint_rollback()` has already removed the hooks registered
     inside a rolled-back savepoint, and that a rollback empties it: the hooks still listed are
-    exactly those that will run after the commit.
+    exactly those that will run after the commit. Assumes psycopg's `commit()` sends nothing
+    when the server reports no transaction open.
     """
     batches: dict[Callable, list] = {}
     for _, hook, _ in connection.run_on_commit:
         prepare = getattr(hook, "before_commit", None)
         if prepare is not None:
             batches.setdefault(prepare, []).append(hook)
+    last = list(batches)[-1] if batches else None
     for prepare, hooks in batches.items():
-        prepare(connection, hooks)
+        if (
+            committing
+            and prepare is last
+            and getattr(prepare, "commits_with_last_statement", False)
+        ):
+            prepare(connection, hooks, commit=True)
+        else:
+            prepare(connection, hooks)
 
 
 class RunsHooksBeforeCommit:
@@ -171,7 +188,7 @@ class RunsHooksBeforeCommit:
     """
 
     def commit(self):
-        run_before_commit(self)
+        run_before_commit(self, committing=True)
         super().commit()
 
     def savepoint_commit(self, sid):

@@ -312,6 +312,68 @@ def test_each_kind_of_hook_prepares_in_the_order_its_first_hook_was_registered()
 
 
 @pytest.mark.django_db(transaction=True)
+def test_only_the_last_kind_to_prepare_at_a_real_commit_may_commit_and_only_if_it_says_so():
+    from django.db import connection, transaction
+
+    log = []
+
+    def hook_kind(kind, commits):
+        def before_commit(connection, hooks, commit=False):
+            log.append((kind, commit))
+            if commit and connection.vendor == "postgresql":  # as the event store does
+                with compat.driver_cursor(connection, many_statements=True) as cursor:
+                    cursor.execute("SELECT 1; COMMIT")
+
+        before_commit.commits_with_last_statement = commits
+
+        class Hook:
+            def __call__(self):
+                log.append((kind, "after commit"))
+
+        Hook.before_commit = staticmethod(before_commit)
+        return Hook
+
+    Events, Receipts = hook_kind("events", True), hook_kind("receipts", False)
+    with transaction.atomic():
+        transaction.on_commit(Events())
+    with transaction.atomic():
+        transaction.on_commit(Events())
+        transaction.on_commit(Receipts())
+    assert log == [
+        ("events", True),
+        ("events", "after commit"),
+        ("events", False),
+        ("receipts", False),
+        ("events", "after commit"),
+        ("receipts", "after commit"),
+    ]
+    # Django's commit after a statement that committed: nothing to do, nothing broken.
+    assert connection.in_atomic_block is False
+    with transaction.atomic():
+        assert connection.in_atomic_block
+
+
+def test_psycopg_sends_nothing_to_commit_a_transaction_the_server_ended(db, tmp_path):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("psycopg")
+    connection.ensure_connection()
+    conn = connection.connection
+    conn.autocommit = False
+    try:
+        conn.execute("SELECT 1; COMMIT")  # the simple protocol runs both
+        assert conn.info.transaction_status.name == "IDLE"
+        with open(tmp_path / "trace", "w") as trace:
+            conn.pgconn.trace(trace.fileno())
+            conn.commit()
+            conn.pgconn.untrace()
+        assert (tmp_path / "trace").read_text() == ""
+    finally:
+        conn.autocommit = True
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_rolled_back_transaction_leaves_no_hook_to_prepare():
     from django.db import transaction
 

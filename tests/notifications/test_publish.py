@@ -517,3 +517,119 @@ def test_a_published_events_time_is_the_stored_one_to_the_microsecond(user, othe
         assert event.created_at == stored.created_at
         assert event.created_at.utcoffset() == timedelta(0)
         assert json.loads(event.envelope_json())["timestamp"] == stored.envelope()["timestamp"]
+
+
+# --- the store statement carries the COMMIT (PostgreSQL) ------------------------------------
+
+
+@contextlib.contextmanager
+def _statements_sent(path):
+    """The statements (simple or extended protocol) libpq sends meanwhile, read from its
+    trace of the connection."""
+    from psycopg.pq import Trace
+
+    connection.ensure_connection()
+    pgconn = connection.connection.pgconn
+    sent: list[str] = []
+    with open(path, "w") as trace:
+        pgconn.trace(trace.fileno())
+        pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
+        try:
+            yield sent
+        finally:
+            pgconn.untrace()
+    for line in path.read_text().splitlines():
+        words = line.split("\t")
+        # F <length> Query "<statement>", or F <length> Parse "<name>" "<statement>" ...
+        if words[0] == "F" and len(words) > 3 and words[2] in ("Query", "Parse"):
+            sent.append(words[3].strip().removeprefix('"" '))
+
+
+DRAFT_READY = sample_data("draft_ready")
+
+
+def _only_postgresql():
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite stores the events in statements of their own")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("events", [1, 3])
+def test_a_publishing_transaction_commits_in_its_store_statement(
+    user, other_user, events, tmp_path
+):
+    _only_postgresql()
+    with _statements_sent(tmp_path / "trace") as sent, transaction.atomic():
+        User.objects.filter(pk=user.pk).update(full_name="Writes first")
+        for index in range(events):
+            target = (user, other_user)[index % 2]
+            publish_event(
+                user_id=target.id, event_type="draft_ready", data=sample_data("draft_ready")
+            )
+    # BEGIN, the caller's write, then one statement that stores and commits: no COMMIT alone.
+    assert len(sent) == 3, sent
+    assert sent[0] == '"BEGIN"' and sent[1].startswith('"UPDATE')
+    assert "notifications_event" in sent[2] and sent[2].endswith('; COMMIT"')
+    assert connection.connection.info.transaction_status.name == "IDLE"
+    assert Event.objects.filter(user__in=[user, other_user]).count() == events
+    assert User.objects.get(pk=user.pk).full_name == "Writes first"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_receipt_written_after_the_events_commits_on_its_own(user, tmp_path):
+    # The publish API's receipt is written once its events are stored: the store statement
+    # is not the last before the commit, so it does not commit.
+    from notifications import services
+    from notifications.models import PublishReceipt
+
+    _only_postgresql()
+    key, _ = services.service_key_create(name="receipts")
+    item = services.PublishItem(user.id, "draft_ready", sample_data("draft_ready"))
+    with _statements_sent(tmp_path / "trace") as sent:
+        services.events_publish_for_service(
+            key=key, items=[item], idempotency_key="once", body_hash="h"
+        )
+    assert sent[-1] == '"COMMIT"', sent
+    assert not any(statement.endswith('; COMMIT"') for statement in sent)
+    receipt = PublishReceipt.objects.get(service_key=key)
+    assert json.loads(receipt.response)["events"][0]["id"] == 1
+
+
+_FAIL = (
+    "CREATE FUNCTION pg_temp.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
+)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("when", ["storing", "committing"])
+def test_a_store_or_commit_that_fails_rolls_everything_back_and_raises(user, when):
+    from django.db import DatabaseError
+
+    _only_postgresql()
+    trigger = (
+        "CREATE TRIGGER refuse BEFORE INSERT ON notifications_event "
+        "FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse()"
+        if when == "storing"
+        # A deferred constraint trigger fails at COMMIT, after the insert succeeded.
+        else "CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON notifications_event "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse()"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(_FAIL)
+        cursor.execute(trigger)
+    try:
+        with pytest.raises(DatabaseError, match="refused by the test"), transaction.atomic():
+            User.objects.filter(pk=user.pk).update(full_name="Rolled back")
+            publish_event(
+                user_id=user.id, event_type="draft_ready", data=sample_data("draft_ready")
+            )
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER refuse ON notifications_event")
+    # Nothing of the transaction stands, and the connection serves the next one.
+    assert User.objects.get(pk=user.pk).full_name != "Rolled back"
+    assert not Event.objects.filter(user=user).exists()
+    assert not EventCounter.objects.filter(user=user, last_event_id__gt=0).exists()
+    publish_event(user_id=user.id, event_type="draft_ready", data=sample_data("draft_ready"))
+    assert Event.objects.get(user=user).event_id == 1
