@@ -197,7 +197,7 @@ REST_FRAMEWORK = {
         "reasonflow.users.authentication.JWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["reasonflow.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["reasonflow.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "reasonflow.api.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
