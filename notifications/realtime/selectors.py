@@ -12,6 +12,7 @@ from django.db.models import Q
 
 from notifications.models import Event, EventCounter
 from notifications.realtime.database import BatchedRead
+from reasonflow.db import rows
 
 # The user fields the token policy reads (reasonflow.users.authentication.check_user).
 _POLICY_FIELDS = ("id", "is_active", "password", "token_version")
@@ -101,29 +102,23 @@ def _policy_rows(*, user_ids: Iterable[uuid.UUID]) -> list[tuple]:
     """(id, is_active, password, token_version, newest event id or None) of each user that
     exists, typed as the ORM would (UUID id, bool is_active) on every database.
 
-    Raw SQL: it runs for every connecting socket, and building the ORM query cost more than
-    running it.
+    SQL built once (reasonflow.db.rows): it runs for every batch of connecting sockets, and
+    building the ORM query cost more than running it.
     """
-    user_model = get_user_model()
-    quote = connection.ops.quote_name
-    meta = user_model._meta
-    columns = ", ".join(f"u.{quote(meta.get_field(name).column)}" for name in _POLICY_FIELDS)
-    params = [meta.pk.get_db_prep_value(user_id, connection) for user_id in user_ids]
-    placeholders = ", ".join(["%s"] * len(params))
+    users = rows.columns(get_user_model(), connection, _POLICY_FIELDS)
+    counters = rows.columns(EventCounter, connection, ("user_id", "last_event_id"))
+    user_id = users.column("id", connection)
+    params = [users.value("id", user_id_value, connection) for user_id_value in user_ids]
     sql = (
-        f"SELECT {columns}, c.last_event_id FROM {quote(meta.db_table)} u "  # noqa: S608
-        f"LEFT JOIN {quote(EventCounter._meta.db_table)} c "
-        f"ON c.{quote(EventCounter._meta.pk.column)} = u.{quote(meta.pk.column)} "
-        f"WHERE u.{quote(meta.pk.column)} IN ({placeholders})"
+        f"SELECT {users.sql}, {counters.column('last_event_id', connection)} "  # noqa: S608
+        f"FROM {users.table} LEFT JOIN {counters.table} "
+        f"ON {counters.column('user_id', connection)} = {user_id} "
+        f"WHERE {user_id} IN ({', '.join(['%s'] * len(params))})"
     )
-    with connection.cursor() as cursor:
+    with rows.cursor(connection) as cursor:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    to_uuid = meta.pk.to_python  # SQLite returns the hex string
-    return [
-        (to_uuid(user_id), bool(is_active), password, version, latest)  # and 0/1
-        for user_id, is_active, password, version, latest in rows
-    ]
+        fetched = cursor.fetchall()
+    return [(*users.converted(connection, row), row[users.width]) for row in fetched]
 
 
 def _kept_events(wanted: set[tuple[uuid.UUID, int]]) -> set[tuple[uuid.UUID, int]]:

@@ -86,6 +86,30 @@ def test_the_user_carries_exactly_the_fields_the_token_policy_reads(user):
 
 
 @pytest.mark.django_db
+def test_token_states_are_typed_as_the_orm_types_them(make_user, django_assert_num_queries):
+    import uuid
+
+    from notifications.realtime.selectors import UserTokenState
+
+    active, inactive = make_user(), make_user(is_active=False)
+    publish(active, 3)
+    with django_assert_num_queries(1):
+        states = selectors.users_token_states_with_last_event_ids(
+            user_ids=[active.id, inactive.id, uuid.uuid4()]
+        )
+    assert states == {
+        active.id: (UserTokenState(active.id, True, active.password, active.token_version), 3),
+        inactive.id: (
+            UserTokenState(inactive.id, False, inactive.password, inactive.token_version),
+            0,
+        ),
+    }
+    for state, _ in states.values():
+        assert type(state.id) is uuid.UUID and type(state.is_active) is bool
+        assert type(state.token_version) is int
+
+
+@pytest.mark.django_db
 def test_resume_points_of_clients_at_every_position(make_user, django_assert_num_queries):
     user = make_user()
     publish(user, 5)
