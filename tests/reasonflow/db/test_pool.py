@@ -39,6 +39,9 @@ def test_a_healthy_connection_passes_without_a_round_trip(session):
 def test_a_connection_whose_session_the_server_ended_is_refused(session):
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(%s)", [session.info.backend_pid])
+    # The backend ends on its signal, a moment later: its FATAL, then the end of the stream.
+    readable, _, _ = select.select([session.fileno()], [], [], 5)
+    assert readable
     with pytest.raises(psycopg.OperationalError):
         check_connection(session)
 
