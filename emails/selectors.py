@@ -70,16 +70,20 @@ def draft_lock_for_user(*, user, draft_id: uuid.UUID | str) -> Draft:
     if not connection.in_atomic_block:
         raise transaction.TransactionManagementError("a draft is locked inside a transaction")
     drafts, emails = rows.columns(Draft, connection), rows.columns(Email, connection)
-    lock = ""
-    if connection.features.has_select_for_update_of:
-        lock = f" FOR UPDATE OF {drafts.table}, {emails.table}"
-    sql = (
-        f"SELECT {drafts.sql}, {emails.sql} FROM {drafts.table} "  # noqa: S608
-        f"INNER JOIN {emails.table} "
-        f"ON {drafts.column('email', connection)} = {emails.column('id', connection)} "
-        f"WHERE {drafts.column('id', connection)} = %s "
-        f"AND {emails.column('owner', connection)} = %s{lock}"
-    )
+
+    def write() -> str:
+        lock = ""
+        if connection.features.has_select_for_update_of:
+            lock = f" FOR UPDATE OF {drafts.table}, {emails.table}"
+        return (
+            f"SELECT {drafts.sql}, {emails.sql} FROM {drafts.table} "  # noqa: S608
+            f"INNER JOIN {emails.table} "
+            f"ON {drafts.column('email', connection)} = {emails.column('id', connection)} "
+            f"WHERE {drafts.column('id', connection)} = %s "
+            f"AND {emails.column('owner', connection)} = %s{lock}"
+        )
+
+    sql = rows.statement("draft lock for user", connection, write)
     params = [drafts.value("id", draft_id, connection), emails.value("owner", user.pk, connection)]
     with rows.cursor(connection) as cursor:
         cursor.execute(sql, params)

@@ -107,14 +107,19 @@ def _policy_rows(*, user_ids: Iterable[uuid.UUID]) -> list[tuple]:
     """
     users = rows.columns(get_user_model(), connection, _POLICY_FIELDS)
     counters = rows.columns(EventCounter, connection, ("user_id", "last_event_id"))
-    user_id = users.column("id", connection)
-    params = [users.value("id", user_id_value, connection) for user_id_value in user_ids]
-    sql = (
-        f"SELECT {users.sql}, {counters.column('last_event_id', connection)} "  # noqa: S608
-        f"FROM {users.table} LEFT JOIN {counters.table} "
-        f"ON {counters.column('user_id', connection)} = {user_id} "
-        f"WHERE {user_id} IN ({', '.join(['%s'] * len(params))})"
-    )
+    params = [users.value("id", user_id, connection) for user_id in user_ids]
+
+    def write() -> str:
+        user_id = users.column("id", connection)
+        return (
+            f"SELECT {users.sql}, {counters.column('last_event_id', connection)} "  # noqa: S608
+            f"FROM {users.table} LEFT JOIN {counters.table} "
+            f"ON {counters.column('user_id', connection)} = {user_id} "
+            f"WHERE {user_id} IN ({', '.join(['%s'] * len(params))})"
+        )
+
+    # One statement per batch size: at most the batch limit (BatchedRead, 500) of them.
+    sql = rows.statement(("connecting users", len(params)), connection, write)
     with rows.cursor(connection) as cursor:
         cursor.execute(sql, params)
         fetched = cursor.fetchall()

@@ -9,14 +9,16 @@ vendor, and each row goes through the columns' own converters (compat.column_con
 query building is skipped.
 """
 
+from collections.abc import Callable, Hashable
+
 from django.db.models import Model
 
 from notifications import compat
 
 # {(model, field names, vendor): Columns}: the same on every connection of one vendor.
 _BUILT: dict[tuple, "Columns"] = {}
-# {(model, conditions' fields, field names, vendor): (count statement, slice statement)}
-_LISTINGS: dict[tuple, tuple[str, str]] = {}
+# {(what the statement does, vendor): its SQL}
+_STATEMENTS: dict[tuple, str] = {}
 
 
 class Columns:
@@ -70,6 +72,16 @@ def cursor(connection):
     return compat.driver_cursor(connection)
 
 
+def statement(key: Hashable, connection, write: Callable[[], str]) -> str:
+    """The SQL that `write()` returns for `key` on `connection`'s vendor, written on first
+    use: a hot read assembles its statement once, not on every call."""
+    cached = (key, connection.vendor)
+    sql = _STATEMENTS.get(cached)
+    if sql is None:
+        sql = _STATEMENTS[cached] = write()
+    return sql
+
+
 def columns(model: type[Model], connection, names: tuple[str, ...] | None = None) -> Columns:
     """Columns of `model` on `connection`'s vendor, built on first use."""
     key = (model, names, connection.vendor)
@@ -100,9 +112,8 @@ class Listing:
 
     def count(self) -> int:
         connection = self._connection()
-        count_sql, _ = self._statements(connection)
         with cursor(connection) as rows_cursor:
-            rows_cursor.execute(count_sql, self._params(connection))
+            rows_cursor.execute(self._count_sql(connection), self._params(connection))
             return rows_cursor.fetchone()[0]
 
     def __getitem__(self, key: slice) -> list:
@@ -127,8 +138,7 @@ class Listing:
         if stop is None or start < 0 or stop < start:
             raise ValueError("a Listing's slice needs 0 <= start <= stop")
         connection = self._connection()
-        _, slice_sql = self._statements(connection)
-        return slice_sql, [*self._params(connection), stop - start, start]
+        return self._slice_sql(connection), [*self._params(connection), stop - start, start]
 
     def _connection(self):
         from django.db import connections, router
@@ -139,24 +149,38 @@ class Listing:
         read = columns(self.model, connection)
         return [read.value(name, value, connection) for name, value in self.where.items()]
 
-    def _statements(self, connection) -> tuple[str, str]:
-        key = (self.model, tuple(self.where), self.names, connection.vendor)
-        built = _LISTINGS.get(key)
-        if built is None:
-            every = columns(self.model, connection)
-            read = columns(self.model, connection, self.names)
-            conditions = " AND ".join(
-                f"{every.column(name, connection)} = %s" for name in self.where
+    def _where(self, connection) -> str:
+        every = columns(self.model, connection)
+        conditions = " AND ".join(f"{every.column(name, connection)} = %s" for name in self.where)
+        return f" WHERE {conditions}" if conditions else ""
+
+    def _count_sql(self, connection) -> str:
+        return statement(
+            ("listing count", self.model, tuple(self.where)),
+            connection,
+            lambda: (
+                f"SELECT COUNT(*) FROM {columns(self.model, connection).table}"  # noqa: S608
+                f"{self._where(connection)}"
+            ),
+        )
+
+    def _slice_sql(self, connection) -> str:
+        def write() -> str:
+            every, read = (
+                columns(self.model, connection),
+                columns(self.model, connection, self.names),
             )
-            where = f" WHERE {conditions}" if conditions else ""
             order = ", ".join(
                 f"{every.column(name.removeprefix('-'), connection)}"
                 f"{' DESC' if name.startswith('-') else ' ASC'}"
                 for name in self.model._meta.ordering
             )
             order_by = f" ORDER BY {order}" if order else ""
-            built = _LISTINGS[key] = (
-                f"SELECT COUNT(*) FROM {every.table}{where}",  # noqa: S608
-                f"SELECT {read.sql} FROM {read.table}{where}{order_by} LIMIT %s OFFSET %s",  # noqa: S608
+            return (
+                f"SELECT {read.sql} FROM {read.table}{self._where(connection)}{order_by} "  # noqa: S608
+                "LIMIT %s OFFSET %s"
             )
-        return built
+
+        return statement(
+            ("listing slice", self.model, tuple(self.where), self.names), connection, write
+        )

@@ -17,7 +17,14 @@ def user_get_by_id(*, user_id) -> User:
     (reasonflow.db.rows).
     """
     users = rows.columns(User, connection)
-    sql = f"SELECT {users.sql} FROM {users.table} WHERE {users.column('id', connection)} = %s"  # noqa: S608
+    sql = rows.statement(
+        "user by id",
+        connection,
+        lambda: (
+            f"SELECT {users.sql} FROM {users.table} "  # noqa: S608
+            f"WHERE {users.column('id', connection)} = %s"
+        ),
+    )
     with rows.cursor(connection) as cursor:
         cursor.execute(sql, [users.value("id", user_id, connection)])
         row = cursor.fetchone()
