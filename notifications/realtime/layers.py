@@ -174,6 +174,51 @@ class _LocalChannelsLoopLayer(pubsub.RedisPubSubLoopLayer):
 
 
 class _LocalDeliveryShard(pubsub.RedisSingleShardConnection):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._queued: dict[str, asyncio.Future] = {}  # channel -> its SUBSCRIBE was sent
+        self._subscriber: asyncio.Task | None = None
+
+    async def subscribe(self, channel) -> None:
+        """Subscribe to `channel`, returning once the SUBSCRIBE is sent. The channels asked for
+        meanwhile go together in the next command: when many users connect at once, one
+        SUBSCRIBE per batch instead of one per user (each cost this process as much CPU as
+        the rest of a connection's database and Redis work together)."""
+        if channel in compat.subscribed(self):
+            return
+        waiter = self._queued.get(channel)
+        if waiter is None:
+            loop = asyncio.get_running_loop()
+            waiter = self._queued[channel] = loop.create_future()
+            if self._subscriber is None:
+                self._subscriber = loop.create_task(self._subscribe_queued())
+        # Shielded: a socket that goes away meanwhile must not cancel the others' send.
+        await asyncio.shield(waiter)
+
+    async def unsubscribe(self, channel) -> None:
+        waiter = self._queued.pop(channel, None)
+        if waiter is None:
+            await super().unsubscribe(channel)
+        elif not waiter.done():
+            waiter.set_result(None)  # never sent: nothing to undo
+
+    async def _subscribe_queued(self) -> None:
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, {}
+                try:
+                    await compat.subscribe_many(self, list(batch))
+                except BaseException as failure:
+                    _settle(batch.values(), failure)
+                    if isinstance(failure, asyncio.CancelledError):
+                        raise
+                else:
+                    _settle(batch.values(), None)
+        finally:
+            self._subscriber = None
+            queued, self._queued = self._queued, {}
+            _settle(queued.values(), asyncio.CancelledError())
+
     def deliver_message(self, message) -> None:
         """Hand one pub/sub message to its channel's queue or to each local member's callback,
         decoding it once for all of them."""
@@ -193,6 +238,19 @@ class _LocalDeliveryShard(pubsub.RedisSingleShardConnection):
                 if decoded is None:
                     decoded = layer.channel_layer.deserialize(message["data"])
                 sink(decoded)
+
+
+def _settle(waiters, failure: BaseException | None) -> None:
+    for waiter in waiters:
+        if waiter.done():
+            continue
+        if failure is None:
+            waiter.set_result(None)
+        elif isinstance(failure, asyncio.CancelledError):
+            waiter.cancel()
+        else:
+            waiter.set_exception(failure)
+            waiter.exception()  # its socket may have gone: no "never retrieved" warning
 
 
 compat.use_loop_layer(RedisPubSubChannelLayer, _LocalChannelsLoopLayer)

@@ -5,6 +5,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection
@@ -138,5 +139,6 @@ def _kept_events(wanted: set[tuple[uuid.UUID, int]]) -> set[tuple[uuid.UUID, int
 
 # Every connecting socket's database visit; a reconnect rush is served a batch per query.
 connecting_user = BatchedRead(
-    lambda requests: connecting_users_with_resume_points(requests=requests)
+    lambda requests: connecting_users_with_resume_points(requests=requests),
+    window=lambda: settings.NOTIFICATIONS_READ_BATCH_WINDOW,
 )

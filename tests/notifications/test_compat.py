@@ -140,6 +140,44 @@ def test_the_pubsub_layer_has_the_private_parts_compat_relies_on():
     assert callable(loop_layer._get_group_channel_name) and callable(loop_layer._get_shard)
     source = inspect.getsource(pubsub.RedisSingleShardConnection)
     assert "self._receive_message(" in source  # the reader hands every message to it
+    # subscribe_many() repeats subscribe()'s own steps for several channels at once.
+    shard = loop_layer._shards[0]
+    assert isinstance(shard._lock, asyncio.Lock) and shard._subscribed_to == set()
+    assert callable(shard._ensure_redis) and callable(shard._ensure_receiver)
+    steps = inspect.getsource(pubsub.RedisSingleShardConnection.subscribe)
+    order = [
+        "async with self._lock",
+        "self._ensure_redis()",
+        "self._ensure_receiver()",
+        "await self._pubsub.subscribe(channel)",
+        "self._subscribed_to.add(channel)",
+    ]
+    assert [steps.index(step) for step in order] == sorted(steps.index(step) for step in order)
+    unsubscribe = inspect.getsource(pubsub.RedisSingleShardConnection.unsubscribe)
+    assert "self._subscribed_to.remove(channel)" in unsubscribe
+
+
+async def test_subscribe_many_sends_one_command_and_records_each_channel(redis_url):
+    from channels_redis import pubsub
+    from redis import asyncio as aioredis
+
+    loop_layer = pubsub.RedisPubSubLoopLayer(hosts=[{"address": redis_url}])
+    shard = loop_layer._shards[0]
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        before = (await client.info("commandstats")).get("cmdstat_subscribe", {}).get("calls", 0)
+        await compat.subscribe_many(shard, ["compat-a", "compat-b", "compat-a"])
+        await compat.subscribe_many(shard, ["compat-b"])  # already: nothing sent
+        after = (await client.info("commandstats")).get("cmdstat_subscribe", {}).get("calls", 0)
+        assert after - before == 1
+        assert compat.subscribed(shard) == {"compat-a", "compat-b"}
+        assert set(shard._pubsub.channels) == {
+            b"compat-a",
+            b"compat-b",
+        }  # redis-py resubscribes these
+    finally:
+        await client.aclose()
+        await shard.flush()
 
 
 async def test_our_pubsub_layer_makes_its_own_loop_layers_and_shards(redis_url):

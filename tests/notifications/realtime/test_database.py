@@ -157,6 +157,34 @@ async def test_reads_that_arrive_during_a_visit_share_the_next(make_user):
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_under_load_the_next_visit_waits_its_window_for_more_readers(make_user):
+    users = [await sync_to_async(make_user)() for _ in range(3)]
+    read = RecordingRead(hold=True)
+    batched = BatchedRead(read, window=lambda: 0.5)
+    first = asyncio.ensure_future(batched((users[0].id, None)))
+    await asyncio.to_thread(read.visiting.wait, 5)
+    queued = asyncio.ensure_future(batched((users[1].id, None)))  # arrives during the visit
+    await asyncio.sleep(0)
+    read.release.set()
+    await first
+    # The visit that `queued` waits for has not gone yet: a reader arriving within the window
+    # shares it.
+    joined = asyncio.ensure_future(batched((users[2].id, None)))
+    await asyncio.gather(queued, joined)
+    assert read.visits == [{(users[0].id, None)}, {(users[1].id, None), (users[2].id, None)}]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_lone_read_does_not_wait_for_the_window(user):
+    read = RecordingRead()
+    batched = BatchedRead(read, window=lambda: 30)
+    for _ in range(2):  # each read finds no visit under way
+        found, _ = await asyncio.wait_for(batched((user.id, None)), 5)
+        assert found.id == user.id
+    assert read.visits == [{(user.id, None)}] * 2
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_a_visit_takes_at_most_limit_keys(make_user):
     users = [await sync_to_async(make_user)() for _ in range(7)]
     read = RecordingRead()

@@ -7,6 +7,7 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 from channels_redis.utils import create_pool
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from notifications import compat
 from notifications.realtime.layers import RedisPubSubChannelLayer, thread_pool
@@ -46,6 +47,68 @@ async def test_only_groups_are_subscribed_in_redis_and_each_member_gets_each_mes
     await layer.group_send("user-1", {"type": "notification.event", "n": 1})
     await wait_for(lambda: first and second)
     assert first == second == [{"type": "notification.event", "n": 1}]
+
+
+async def subscribe_commands(redis_url) -> int:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return stats.get("cmdstat_subscribe", {}).get("calls", 0)
+
+
+async def test_groups_joined_at_once_are_subscribed_with_one_command(layer, redis_url):
+    sinks = {f"user-{n}": [] for n in range(5)}
+    channels = {group: layer.new_local_channel(sink.append) for group, sink in sinks.items()}
+    await layer.group_add("warm-up", layer.new_local_channel(lambda message: None))
+    before = await subscribe_commands(redis_url)
+    await asyncio.gather(*(layer.group_add(group, channel) for group, channel in channels.items()))
+    assert await subscribe_commands(redis_url) - before == 1
+    # Already subscribed: another member of a group sends nothing.
+    await layer.group_add("user-0", layer.new_local_channel(lambda message: None))
+    assert await subscribe_commands(redis_url) - before == 1
+    for group in sinks:
+        await layer.group_send(group, {"type": "t", "group": group})
+    await wait_for(lambda: all(sinks.values()))
+    assert sinks == {group: [{"type": "t", "group": group}] for group in sinks}
+
+
+async def test_a_group_left_before_its_subscribe_went_out_is_never_subscribed(layer, redis_url):
+    first = layer.new_local_channel(lambda message: None)
+    await layer.group_add("warm-up", first)
+    joining = asyncio.ensure_future(layer.group_add("gone", first))
+    await asyncio.sleep(0)  # queued, not sent
+    await layer.group_discard("gone", first)
+    await joining
+    await asyncio.sleep(0.05)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        subscribed = await client.pubsub_channels(f"{layer._get_layer().prefix}*")
+    finally:
+        await client.aclose()
+    assert [name.decode() for name in subscribed] == [
+        f"{layer._get_layer().prefix}__group__warm-up"
+    ]
+
+
+async def test_a_failed_subscribe_fails_each_join_of_its_batch_and_the_next_join_retries():
+    server = RedisServer()  # not started yet: nothing listens on its port
+    layer = RedisPubSubChannelLayer(hosts=[{"address": server.url}], prefix="test-fail")
+    try:
+        channel = layer.new_local_channel(lambda message: None)
+        outcomes = await asyncio.gather(
+            *(layer.group_add(f"user-{n}", channel) for n in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(outcome, RedisConnectionError) for outcome in outcomes), outcomes
+        shard, name = compat.shard_for_group(compat.loop_layer(layer), "user-0")
+        assert not compat.subscribed(shard)
+        server.start()
+        await layer.group_add("user-0", channel)
+        assert compat.subscribed(shard) == {name}
+    finally:
+        await layer.flush()
+        server.stop()
 
 
 async def test_a_thread_send_keeps_each_groups_order(layer):
