@@ -4,7 +4,8 @@ The core layer waits for a free Redis connection: redis-py 8's async pool raises
 MaxConnectionsError once 100 connections are out, and during a reconnect rush or a mass
 disconnect that failed group_add/group_discard calls and left stale group members for a day
 (BlockingConnectionPool, bounded by the host's `max_connections` and `timeout`). The pub/sub
-layer keeps each socket's channel in the process: only groups go through Redis.
+layer keeps each socket's channel in the process: only groups go through Redis, and the groups
+that sockets join at once are subscribed with one command.
 """
 
 import asyncio
