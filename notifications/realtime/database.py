@@ -36,6 +36,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
 from notifications import compat
+from notifications.realtime.waiters import settle
 
 
 def _read_with_one_retry(function, args, kwargs):
@@ -117,26 +118,14 @@ class BatchedRead:
                     found = [(waiters, values[key]) for key, waiters in batch.items()]
                 except asyncio.CancelledError:
                     for waiters in batch.values():
-                        _settle(waiters, cancelled=True)
+                        settle(waiters, cancelled=True)
                     raise
                 except Exception as exc:
                     for waiters in batch.values():
-                        _settle(waiters, exception=exc)
+                        settle(waiters, exception=exc)
                     continue
                 for waiters, value in found:
-                    _settle(waiters, value=value)
+                    settle(waiters, value=value)
         finally:
             if self._visiting is asyncio.current_task():
                 self._visiting = None
-
-
-def _settle(waiters, *, value=None, exception=None, cancelled=False) -> None:
-    for waiter in waiters:
-        if waiter.done():  # its socket went away meanwhile
-            continue
-        if cancelled:
-            waiter.cancel()
-        elif exception is not None:
-            waiter.set_exception(exception)
-        else:
-            waiter.set_result(value)

@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from notifications import compat
+from notifications.realtime.waiters import settle
 
 
 def blocking_pool(host: dict) -> aioredis.ConnectionPool:
@@ -209,16 +210,17 @@ class _LocalDeliveryShard(pubsub.RedisSingleShardConnection):
                 batch, self._queued = self._queued, {}
                 try:
                     await compat.subscribe_many(self, list(batch))
+                except asyncio.CancelledError:
+                    settle(batch.values(), cancelled=True)
+                    raise
                 except BaseException as failure:
-                    _settle(batch.values(), failure)
-                    if isinstance(failure, asyncio.CancelledError):
-                        raise
+                    settle(batch.values(), exception=failure)
                 else:
-                    _settle(batch.values(), None)
+                    settle(batch.values())
         finally:
             self._subscriber = None
             queued, self._queued = self._queued, {}
-            _settle(queued.values(), asyncio.CancelledError())
+            settle(queued.values(), cancelled=True)
 
     def deliver_message(self, message) -> None:
         """Hand one pub/sub message to its channel's queue or to each local member's callback,
@@ -239,19 +241,6 @@ class _LocalDeliveryShard(pubsub.RedisSingleShardConnection):
                 if decoded is None:
                     decoded = layer.channel_layer.deserialize(message["data"])
                 sink(decoded)
-
-
-def _settle(waiters, failure: BaseException | None) -> None:
-    for waiter in waiters:
-        if waiter.done():
-            continue
-        if failure is None:
-            waiter.set_result(None)
-        elif isinstance(failure, asyncio.CancelledError):
-            waiter.cancel()
-        else:
-            waiter.set_exception(failure)
-            waiter.exception()  # its socket may have gone: no "never retrieved" warning
 
 
 compat.use_loop_layer(RedisPubSubChannelLayer, _LocalChannelsLoopLayer)
