@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report
-from bench.infra import LOAD_CPU, collect_garbage_now_only, cpu_count, pin, raise_fd_limit
+from bench.infra import LOAD_CPU, collect_garbage_now_only, cpu_count, pin
 from bench.scenarios import SCENARIOS, Bench, Options, run_scenario
+from notifications.realtime.open_files import raise_open_file_limit
 
 
 def _rates(text: str) -> list[int]:
@@ -131,6 +132,26 @@ def publish_cost(bench: Bench, kind: str) -> dict:
     return {"output": done.stdout + (done.stderr if done.returncode else "")}
 
 
+# Open files a process of the run needs besides its sockets (database and Redis connections,
+# pipes, logs): 19,000 sockets ran under a limit of 20,000.
+OPEN_FILES_BESIDES_SOCKETS = 500
+
+
+def check_open_files(scenarios: list[str], options: Options) -> None:
+    """Refuse, before anything starts, a run whose sockets this machine's open-file limit
+    cannot hold (the load generator and each server hold every socket of a step)."""
+    sockets = options.sockets(scenarios)
+    needed = sockets + OPEN_FILES_BESIDES_SOCKETS
+    allowed = raise_open_file_limit()
+    if allowed < needed:
+        raise SystemExit(
+            f"python -m bench: {sockets:,} sockets need {needed:,} open files in the load "
+            f"generator and in each server, and this machine allows {allowed:,} per process "
+            f"(`ulimit -Hn`). Raise the hard limit (as root: `ulimit -Hn {needed}` before the "
+            f"run; a container: `--ulimit nofile={needed}`), or ask for fewer sockets."
+        )
+
+
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -156,8 +177,8 @@ def main(argv: list[str] | None = None) -> dict:
     scenarios, options, output = parse_args(sys.argv[1:] if argv is None else argv)
     if cpu_count() < 2:
         progress("one CPU only: the server and the load share it (figures are not comparable)")
+    check_open_files(scenarios, options)
     pin(LOAD_CPU)
-    raise_fd_limit()
     collect_garbage_now_only()
     # Ctrl-C as SIGTERM: an interrupt raised wherever the run is. asyncio's own handler only
     # cancels the main task, which code inside can absorb (wait_for on Python 3.11 may): a

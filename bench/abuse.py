@@ -39,9 +39,9 @@ from bench.infra import (
     pin,
     private_redis,
     production_environment,
-    raise_fd_limit,
     setup_django,
 )
+from notifications.realtime.open_files import raise_open_file_limit
 
 PASSWORD = "bench-correct-password-7f3a9c"  # noqa: S105
 STORM_THREADS = 16
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     pin(LOAD_CPU)
-    raise_fd_limit()
+    raise_open_file_limit()
     results = {}
     with Rig() as rig:
         for name in args.scenario or list(SCENARIOS):

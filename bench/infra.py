@@ -5,7 +5,6 @@ bare-websockets floor), CPU pinning and the /proc and INFO readings of their CPU
 import contextlib
 import gc
 import os
-import resource
 import secrets
 import shutil
 import signal
@@ -21,6 +20,7 @@ from pathlib import Path
 import psycopg
 import redis
 
+from notifications.realtime.open_files import raise_open_file_limit
 from tests.support.redis import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,14 +62,6 @@ def pin(cpu: int | None) -> None:
         return
     with contextlib.suppress(OSError):  # a CPU this container may not use: stay put
         os.sched_setaffinity(0, {cpu} if cpu is not None and cpu < machine else range(machine))
-
-
-def raise_fd_limit() -> int:
-    """Raise this process's open-file limit to its hard limit; return the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------
@@ -287,7 +279,7 @@ def private_redis() -> RedisServer:
 def _child_setup(cpu: int | None):
     def setup() -> None:
         pin(cpu)
-        raise_fd_limit()
+        raise_open_file_limit()
 
     return setup
 

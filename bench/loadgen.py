@@ -8,8 +8,10 @@ from its `id:` line.
 """
 
 import asyncio
+import functools
 import json
 import math
+import socket
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -160,6 +162,23 @@ class BenchStream(BenchConnection):
                 self._fail(ConnectionError(f"closed {self.close_code}"))
 
 
+# Each source address has ephemeral ports of its own (about 28,000 on Linux): sockets to one
+# server are spread over these loopback addresses, so more than that many can be open at once.
+LOOPBACK_SOURCES = tuple(f"127.0.1.{n}" for n in range(1, 65))
+
+
+@functools.cache
+def loopback_sources() -> tuple[str, ...]:
+    """The source addresses of sockets to a server on loopback: LOOPBACK_SOURCES where every
+    address of 127.0.0.0/8 is this machine's (Linux), else none (the system chooses)."""
+    try:
+        with socket.socket() as probe:
+            probe.bind((LOOPBACK_SOURCES[-1], 0))
+    except OSError:
+        return ()
+    return LOOPBACK_SOURCES
+
+
 async def open_sockets(
     url: str,
     credentials: list[tuple[str, str]],
@@ -178,14 +197,19 @@ async def open_sockets(
     gate = asyncio.Semaphore(concurrency)
     sockets: list[BenchSocket] = []
     failed = 0
+    sources = loopback_sources() if parsed.hostname.startswith("127.") else ()
 
-    async def one(user: str, token: str) -> None:
+    async def one(index: int, user: str, token: str) -> None:
         nonlocal failed
+        source = (sources[index % len(sources)], 0) if sources else None
         async with gate:
             try:
                 _, sock = await asyncio.wait_for(
                     loop.create_connection(
-                        lambda: kind(url, token, user), parsed.hostname, parsed.port
+                        lambda: kind(url, token, user),
+                        parsed.hostname,
+                        parsed.port,
+                        local_addr=source,
                     ),
                     within,
                 )
@@ -196,7 +220,9 @@ async def open_sockets(
             sockets.append(sock)
 
     started = time.perf_counter()
-    await asyncio.gather(*(one(user, token) for user, token in credentials))
+    await asyncio.gather(
+        *(one(index, user, token) for index, (user, token) in enumerate(credentials))
+    )
     return sockets, failed, time.perf_counter() - started
 
 

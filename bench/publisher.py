@@ -35,10 +35,11 @@ import redis  # noqa: E402
 from django.db import transaction  # noqa: E402
 
 from bench.floor import FLOOR_CHANNEL  # noqa: E402
-from bench.infra import LOAD_CPU, collect_garbage_now_only, pin, raise_fd_limit  # noqa: E402
+from bench.infra import LOAD_CPU, collect_garbage_now_only, pin  # noqa: E402
 from notifications.delivery import SEND_BATCH, flush_deliveries  # noqa: E402
 from notifications.events import format_timestamp, sample_data  # noqa: E402
 from notifications.publish import publish_event  # noqa: E402
+from notifications.realtime.open_files import raise_open_file_limit  # noqa: E402
 
 EVENT_TYPE = "draft_ready"
 
@@ -142,7 +143,7 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=LOAD_CPU)
     args = parser.parse_args()
     pin(args.cpu if args.cpu >= 0 else None)
-    raise_fd_limit()
+    raise_open_file_limit()
     publisher = Publisher(args.mode)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:

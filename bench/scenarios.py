@@ -77,6 +77,17 @@ class Options:
     def before_kind(self) -> str | None:
         return f"ours@{self.before}" if self.before else None
 
+    def sockets(self, scenarios: list[str]) -> int:
+        """The most sockets one of these scenarios holds open at once: each is an open file
+        in the load generator and in the server."""
+        held = {
+            "connections": self.connections,
+            "throughput": self.users,
+            "fanout": self.fanout_sockets,
+            "mixed": self.mixed_users,
+        }
+        return max((held.get(scenario, 0) for scenario in scenarios), default=0)
+
     def our_targets(self) -> list[str]:
         return ["ours", self.before_kind] if self.before else ["ours"]
 
@@ -115,7 +126,8 @@ class Bench:
                 max(20, self.options.fanout_sockets, self.options.connections)
             ),
             NOTIFICATIONS_MAX_PENDING=str(max(1000, self.options.connections)),
-            # Every load client connects from 127.0.0.1: no per-address limits.
+            # The load comes from a few loopback addresses (loadgen.LOOPBACK_SOURCES), not
+            # from a crowd: no per-address limits.
             NOTIFICATIONS_MAX_PENDING_PER_IP="0",
             NOTIFICATIONS_CONNECT_RATE_PER_IP="0",
             # One service key publishes everything of `publish_api`.

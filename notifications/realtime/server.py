@@ -16,6 +16,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from notifications import compat
 from notifications.close_codes import CloseCode
 from notifications.realtime.connections import registry
+from notifications.realtime.open_files import raise_open_file_limit
 from notifications.realtime.presence import tracker as presence
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ def serve(*, host: str, port: int, sock: socket.socket | None = None, **override
     config = server_config(host=host, port=port, **overrides)
     config.load()  # import the application now, so that its objects are frozen below
     tune_garbage_collector()
+    logger.info("open-file limit %d: each socket takes one", raise_open_file_limit())
     request_finished.connect(close_request_connections)
     NotifyServer(config).run(sockets=None if sock is None else [sock])
 

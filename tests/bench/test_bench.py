@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from bench.infra import LOAD_CPU, POSTGRES_ADMIN_URL, ROOT, SERVER_CPU
+from tests.support.limits import with_open_files
 
 pytestmark = [pytest.mark.live, pytest.mark.redis, pytest.mark.postgres]
 
@@ -246,3 +247,15 @@ def test_before_removes_its_worktree_and_database_on_ctrl_c():
         process.kill()
         process.wait()
     assert_left_nothing(found[1], found[2])
+
+
+def test_a_run_the_open_file_limit_cannot_hold_is_refused_before_anything_starts():
+    command = [sys.executable, "-m", "bench", "connections", "--connections", "5000", "--no-json"]
+    done = subprocess.run(
+        with_open_files(command, 2000, 2000),
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "5,000 sockets need 5,500 open files" in done.stderr
+    assert "this machine allows 2,000 per process" in done.stderr
+    assert "database" not in done.stderr  # no database, Redis or server was started

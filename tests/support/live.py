@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.support.limits import with_open_files
 from tests.support.redis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,10 +34,16 @@ class LiveServer:
     """
 
     def __init__(
-        self, env: dict[str, str] | None = None, port: int | None = None, *, demo: bool = False
+        self,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        *,
+        demo: bool = False,
+        open_files: int | None = None,
     ) -> None:
         self.port = port or free_port()
         self.demo = demo  # serve as `make run` does: the demo user when DEBUG is on
+        self.open_files = open_files  # the soft open-file limit it starts with (else ours)
         self.db_path = Path(tempfile.mkdtemp(prefix="reasonflow-live-")) / "db.sqlite3"
         self.env = {
             **os.environ,
@@ -59,6 +66,8 @@ class LiveServer:
     def start(self, timeout: float = 30) -> "LiveServer":
         command = [sys.executable, "manage.py", "serve", *([] if self.demo else ["--no-demo"])]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        if self.open_files is not None:
+            command = with_open_files(command, self.open_files)
         self.env.setdefault("DJANGO_SETTINGS_MODULE", "reasonflow.settings")
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(

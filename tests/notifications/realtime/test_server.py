@@ -7,9 +7,11 @@ in tests/live/test_faults.py."""
 import asyncio
 import http.client
 import json
+import resource
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -87,6 +89,19 @@ async def test_a_frame_over_the_contracts_limit_is_answered_4009_not_dropped_by_
     ws, _ = await ws_connect(server.ws_url, access_token_for(user))
     await ws.send(json.dumps({"type": "ping", "pad": "x" * settings.NOTIFICATIONS_MAX_FRAME_BYTES}))
     assert await close_code(ws) == CloseCode.FRAME_TOO_LARGE
+
+
+@pytest.mark.live
+def test_serve_raises_its_open_file_limit_to_the_hard_one_and_says_so():
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if not Path("/proc/self/limits").exists() or hard in (resource.RLIM_INFINITY, 256):
+        pytest.skip("reads /proc (Linux), and needs a hard limit to raise a soft one to")
+    with LiveServer(open_files=256) as server:
+        limits = Path(f"/proc/{server.process.pid}/limits").read_text().splitlines()
+        log = server.log()
+    (open_files,) = [line.split() for line in limits if line.startswith("Max open files")]
+    assert open_files[3:5] == [str(hard), str(hard)]  # soft, hard
+    assert f"open-file limit {hard}: each socket takes one" in log
 
 
 def test_forwarded_headers_count_only_when_proxies_are_listed(settings):
