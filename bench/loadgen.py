@@ -8,12 +8,12 @@ from its `id:` line.
 """
 
 import asyncio
-import functools
 import json
 import math
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from websockets.client import ClientProtocol
@@ -162,21 +162,36 @@ class BenchStream(BenchConnection):
                 self._fail(ConnectionError(f"closed {self.close_code}"))
 
 
-# Each source address has ephemeral ports of its own (about 28,000 on Linux): sockets to one
-# server are spread over these loopback addresses, so more than that many can be open at once.
-LOOPBACK_SOURCES = tuple(f"127.0.1.{n}" for n in range(1, 65))
+# Each source address has ephemeral ports of its own (about 28,000 on Linux): more sockets than
+# that to one server are spread over these loopback addresses. Only then: spread over 64 of
+# them, 10,000 sockets cost the servers 7-21 % more CPU to accept (docs/performance.md).
+LOOPBACK_SOURCES = tuple(f"127.0.1.{n}" for n in range(1, 256))
+PORTS_KEPT_FREE = 2000  # of each address's range, for everything else the machine connects
 
 
-@functools.cache
-def loopback_sources() -> tuple[str, ...]:
-    """The source addresses of sockets to a server on loopback: LOOPBACK_SOURCES where every
-    address of 127.0.0.0/8 is this machine's (Linux), else none (the system chooses)."""
+def ephemeral_ports() -> int:
+    """How many ephemeral ports a source address has (Linux's ip_local_port_range)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(high) - int(low) + 1
+    except (OSError, ValueError):
+        return 16384  # IANA's 49152-65535
+
+
+def source_addresses(count: int, per_source: int) -> tuple[str, ...]:
+    """The addresses `count` sockets to one loopback server come from, at most `per_source`
+    from each: none (the system chooses, 127.0.0.1) when one address holds them all."""
+    if count <= per_source:
+        return ()
+    needed = math.ceil(count / per_source)
+    if needed > len(LOOPBACK_SOURCES):
+        raise ValueError(f"{count} sockets need {needed} source addresses")
     try:
         with socket.socket() as probe:
-            probe.bind((LOOPBACK_SOURCES[-1], 0))
+            probe.bind((LOOPBACK_SOURCES[needed - 1], 0))
     except OSError:
-        return ()
-    return LOOPBACK_SOURCES
+        return ()  # only 127.0.0.1 here (not Linux): the sockets past its ports will fail
+    return LOOPBACK_SOURCES[:needed]
 
 
 async def open_sockets(
@@ -186,10 +201,13 @@ async def open_sockets(
     concurrency: int,
     within: float = 30,
     kind: type[BenchConnection] = BenchSocket,
+    per_source: int | None = None,
 ) -> tuple[list[BenchConnection], int, float]:
     """Open and authenticate one socket (or, with kind=BenchStream and the stream's URL, one
     event stream) per (user, token), `concurrency` at a time.
 
+    More sockets than a source address has ports for (`per_source`, by default its range less
+    PORTS_KEPT_FREE) take turns among loopback source addresses (`source_addresses`).
     Returns the authenticated sockets, the number that failed, and the elapsed seconds.
     """
     loop = asyncio.get_running_loop()
@@ -197,7 +215,11 @@ async def open_sockets(
     gate = asyncio.Semaphore(concurrency)
     sockets: list[BenchSocket] = []
     failed = 0
-    sources = loopback_sources() if parsed.hostname.startswith("127.") else ()
+    if per_source is None:
+        per_source = ephemeral_ports() - PORTS_KEPT_FREE
+    sources = ()
+    if parsed.hostname.startswith("127."):
+        sources = source_addresses(len(credentials), per_source)
 
     async def one(index: int, user: str, token: str) -> None:
         nonlocal failed
