@@ -8,7 +8,7 @@ import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import publish_api, rest
+from bench import goals, publish_api, rest
 from bench.infra import SSE
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -292,4 +292,5 @@ def render(report: dict) -> str:
                 f"p99 x{_fmt(ratio['p99'], 2)}, RSS/socket x{_fmt(ratio['rss_per_socket'], 2)}"
                 f"{connect}"
             )
+    out.append(goals.render(report))
     return "\n".join(out)

@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bench import goals
 from bench.infra import LOAD_CPU, POSTGRES_ADMIN_URL, ROOT, SERVER_CPU
 from tests.support.limits import with_open_files
 
@@ -42,7 +43,9 @@ def report(tmp_path_factory):
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "== throughput ==" in done.stdout and "ours/floor" in done.stdout
-    return json.loads(path.read_text())
+    report = json.loads(path.read_text())
+    assert goals.render(report) in done.stdout
+    return report
 
 
 def assert_step_delivered_everything(step: dict, target: str) -> None:
@@ -118,6 +121,19 @@ def test_ratios_compare_ours_with_stock_and_floor_and_sse_with_ours(report):
             # None when either side used less than one 10 ms /proc tick in a tiny run.
             assert ratio["cpu_per_event"] is None or ratio["cpu_per_event"] > 0
         assert report["ratios"][scenario]["sse/ours"]["connect_rate"] > 0
+
+
+def test_the_goals_are_judged_from_the_runs_own_figures(report):
+    verdicts = {goal.name: goal.verdict for goal in goals.evaluate(report)}
+    for scenario in ("connections", "throughput", "fanout", "mixed"):
+        name = f"server CPU per connect+auth ≤ 1.3x the floor's ({scenario}, "
+        (verdict,) = [v for goal, v in verdicts.items() if goal.startswith(name)]
+        assert verdict in ("met", "NOT met")
+    by_start = {name.split(" ", 1)[0]: verdict for name, verdict in verdicts.items()}
+    assert by_start["50,000"] == "not in this run"  # 20 sockets
+    assert by_start["one"] == "not in this run"  # a fan-out to 20, not 5,000
+    assert by_start["whole"] == "NOT met"  # 100 events/s at most
+    assert by_start["no"] == "met"
 
 
 def test_every_server_has_a_core_of_its_own(report):
