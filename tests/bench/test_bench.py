@@ -126,9 +126,15 @@ def test_ratios_compare_ours_with_stock_and_floor_and_sse_with_ours(report):
 def test_the_goals_are_judged_from_the_runs_own_figures(report):
     verdicts = {goal.name: goal.verdict for goal in goals.evaluate(report)}
     for scenario in ("connections", "throughput", "fanout", "mixed"):
+        results = report["scenarios"][scenario]
+        ours = results["ours"]["open"]["connect_cpu_us_per_socket"]
+        floor = results.get("floor", {}).get("open", {}).get("connect_cpu_us_per_socket")
         name = f"server CPU per connect+auth ≤ 1.3x the floor's ({scenario}, "
-        (verdict,) = [v for goal, v in verdicts.items() if goal.startswith(name)]
-        assert verdict in ("met", "NOT met")
+        judged = [verdict for goal, verdict in verdicts.items() if goal.startswith(name)]
+        if ours and floor:
+            assert judged == ["met" if ours / floor <= 1.3 else "NOT met"]
+        else:  # no floor (mixed), or under one /proc tick of CPU in a tiny run: nothing to judge
+            assert judged == []
     by_start = {name.split(" ", 1)[0]: verdict for name, verdict in verdicts.items()}
     assert by_start["50,000"] == "not in this run"  # 20 sockets
     assert by_start["one"] == "not in this run"  # a fan-out to 20, not 5,000
