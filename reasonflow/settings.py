@@ -349,7 +349,7 @@ NOTIFICATIONS_GROUP_REFRESH = float(os.environ.get("NOTIFICATIONS_GROUP_REFRESH"
 NOTIFICATIONS_CATCHUP_INTERVAL = float(os.environ.get("NOTIFICATIONS_CATCHUP_INTERVAL", "5"))
 # Seconds a connecting socket's database read waits for others to share it while the previous
 # read is still under way (realtime/database.py); 0 sends each batch at once.
-NOTIFICATIONS_READ_BATCH_WINDOW = float(os.environ.get("NOTIFICATIONS_READ_BATCH_WINDOW", "0.002"))
+NOTIFICATIONS_READ_BATCH_WINDOW = float(os.environ.get("NOTIFICATIONS_READ_BATCH_WINDOW", "0.006"))
 NOTIFICATIONS_SHUTDOWN_GRACE = float(os.environ.get("NOTIFICATIONS_SHUTDOWN_GRACE", "5"))
 # A killed process's sockets leave every presence count within this many seconds.
 NOTIFICATIONS_PRESENCE_TTL = float(os.environ.get("NOTIFICATIONS_PRESENCE_TTL", "45"))
