@@ -201,6 +201,15 @@ async def rest(target) -> dict:
     return result
 
 
+def goals_met(saturated: dict, paced: dict) -> tuple[bool, bool, bool]:
+    """Whether one endpoint's figures meet the CPU, the rate and the p99 goal."""
+    return (
+        saturated["server_cpu_ms_per_request"] <= TARGET_CPU_MS,
+        saturated["served_per_s"] >= TARGET_RATE,
+        paced["p99_ms"] <= TARGET_P99_MS,
+    )
+
+
 def render(results: dict) -> str:
     """One row per target and endpoint, then the goals met by each target."""
     header = ["target", "endpoint", "cpu ms/req", "req/s (1 core)", "db sessions/req"]
@@ -224,11 +233,7 @@ def render(results: dict) -> str:
                     str(saturated["errors"] + paced["errors"]),
                 ]
             )
-            met = [
-                saturated["server_cpu_ms_per_request"] <= TARGET_CPU_MS,
-                saturated["served_per_s"] >= TARGET_RATE,
-                paced["p99_ms"] <= TARGET_P99_MS,
-            ]
+            met = goals_met(saturated, paced)
             verdicts.append(
                 f"{kind} {endpoint}: cpu ≤ {TARGET_CPU_MS:g} ms {'met' if met[0] else 'NOT met'}, "
                 f"≥ {TARGET_RATE:g}/s per core {'met' if met[1] else 'NOT met'}, "
