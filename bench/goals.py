@@ -117,7 +117,23 @@ def _whole_system(scenarios: dict, options: dict) -> Goal:
         "whole-system CPU per event"
     )
     # A step is offered at its rate; within 1 % of it counts as carrying it.
-    return Goal(name, _verdict(best["publish_rate"] >= 0.99 * SYSTEM_EVENTS_PER_S), figures)
+    if best["publish_rate"] >= 0.99 * SYSTEM_EVENTS_PER_S:
+        return Goal(name, "met", figures)
+    offered = ours["steps"][-1]
+    if (
+        options.get("publisher_cpu", "load") == "load"
+        and offered["publish_rate"] < 0.9 * offered["rate"]
+    ):
+        # Pinned beside the load generator, the publishers share its core: the step shows how
+        # fast they could publish there, not what the machine carries.
+        return Goal(
+            name,
+            "not in this run",
+            f"publisher-limited at {offered['publish_rate']:,}/s of {offered['rate']}/s with the "
+            "publishers on the load generator's core; run throughput --publishers 3 "
+            "--publisher-cpu any",
+        )
+    return Goal(name, "NOT met", figures)
 
 
 def _publish_event(scenarios: dict) -> Goal:
