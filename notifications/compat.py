@@ -710,14 +710,22 @@ def _is_sans_io_protocol(protocol) -> bool:
     return any(cls.__name__ == "WebSocketsSansIOProtocol" for cls in type(protocol).__mro__)
 
 
-_last_frame: tuple[str | None, bytes] = (None, b"")
+class _EncodedOnce:
+    """`encode(text)`, remembered for the last text: a group message's members share its
+    string, so a fan-out encodes it once."""
+
+    __slots__ = ("_data", "_encode", "_text")
+
+    def __init__(self, encode: Callable[[str], bytes]) -> None:
+        self._encode, self._text, self._data = encode, None, b""
+
+    def __call__(self, text: str) -> bytes:
+        if text is not self._text:
+            self._text, self._data = text, self._encode(text)
+        return self._data
 
 
-def _text_frame(text: str) -> bytes:
-    global _last_frame
-    last_text, frame = _last_frame
-    if text is last_text:
-        return frame
+def _frame_of(text: str) -> bytes:
     payload = text.encode()
     length = len(payload)
     if length < 126:
@@ -726,9 +734,59 @@ def _text_frame(text: str) -> bytes:
         head = bytes((0x81, 126)) + length.to_bytes(2, "big")
     else:
         head = bytes((0x81, 127)) + length.to_bytes(8, "big")
-    frame = head + payload
-    _last_frame = (text, frame)
-    return frame
+    return head + payload
+
+
+def _chunk_of(text: str) -> bytes:
+    body = text.encode()
+    return b"%x\r\n%b\r\n" % (len(body), body)
+
+
+_text_frame = _EncodedOnce(_frame_of)
+_chunk = _EncodedOnce(_chunk_of)
+
+
+def chunk_writer(send) -> Callable[[str], bool] | None:
+    """For the ASGI `send` uvicorn gave a streaming HTTP response whose headers are sent, a
+    function that writes a text as one chunk straight to its socket and says True, or says
+    False when the chunk must take the ordinary way (the response is complete, the client is
+    gone or not reading). None when `send` is not uvicorn's httptools response, or uvicorn does
+    not send this response in chunks (a HEAD request, a Content-Length).
+
+    text_frame_writer's counterpart for the event stream: the ASGI message, the send
+    coroutine and the chunk's framing were most of what an SSE delivery cost beyond the
+    socket's. The chunk is built once per text (the members of a group share its string).
+
+    Assumes uvicorn's httptools RequestResponseCycle passes its bound `send` to the app, keeps
+    `scope`, `response_started`, `response_complete`, `disconnected`, `chunked_encoding`,
+    `flow` (its FlowControl, whose `write_paused` is set while the transport's buffer is
+    full) and `transport`, and writes a body as a chunk: its length in hex, CRLF, the body,
+    CRLF.
+    """
+    cycle = getattr(send, "__self__", None)
+    if (
+        type(cycle).__name__ != "RequestResponseCycle"
+        or not type(cycle).__module__.startswith("uvicorn.")
+        or not cycle.response_started
+        or cycle.chunked_encoding is not True
+        or cycle.scope["method"] == "HEAD"
+    ):
+        return None
+    transport, flow = cycle.transport, cycle.flow
+
+    def write(text: str) -> bool:
+        if (
+            cycle.response_complete
+            or cycle.disconnected
+            or flow.write_paused
+            or transport.is_closing()
+        ):
+            return False
+        if text:  # an empty chunk would end the response
+            transport.write(_chunk(text))
+        return True
+
+    return write
 
 
 # --- coroutines stepped by hand ---------------------------------------------------------------

@@ -20,6 +20,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
+from notifications import compat
 from notifications.publish import user_group_name
 from notifications.realtime import selectors, telemetry
 from notifications.realtime.auth import (
@@ -50,15 +51,25 @@ PING = ": ping\n\n"
 CLOSE_TIMEOUT = 1.0
 
 
+_last_event_frame: tuple[dict | None, str] = (None, "")
+
+
 class SseEventStream(EventStream):
     """EventStream framed as server-sent events: events carry `id` (what EventSource sends
     back as Last-Event-ID) and their type as the event name; control frames are named events
     without an id."""
 
     def event_frame(self, message: dict) -> str:
-        return self.stored_event_frame(
-            message["event_id"], message["event_type"], message["envelope"]
-        )
+        # One string for every member of a group message: its chunk is then built once
+        # (compat.chunk_writer).
+        global _last_event_frame
+        last_message, frame = _last_event_frame
+        if message is not last_message:
+            frame = self.stored_event_frame(
+                message["event_id"], message["event_type"], message["envelope"]
+            )
+            _last_event_frame = (message, frame)
+        return frame
 
     def stored_event_frame(self, event_id: int, event_type: str, envelope: str) -> str:
         return f"id: {event_id}\nevent: {event_type}\ndata: {envelope}\n\n"
@@ -224,6 +235,7 @@ class EventStreamConsumer(Subscriber, AsyncConsumer):
         await self.base_send(
             {"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS}
         )
+        self.stream.write_at_once = compat.chunk_writer(self.base_send)
         telemetry.socket_accepted(self)
 
     async def _answer(self, status: int, body: dict) -> None:

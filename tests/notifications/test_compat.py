@@ -817,6 +817,13 @@ async def test_uvicorn_frames_written_at_once_arrive_as_text_frames_in_order():
     assert outcomes == [[True] * 4, False] * 2
 
 
+def writes_until_refused(write) -> bool:
+    """Write 64 KiB texts to a client that has stopped reading until `write` says False
+    (at most 128 MiB: uvicorn pauses writing long before); False when it did."""
+    chunk = "z" * 65_536
+    return all(write(chunk) for _ in range(2_000))
+
+
 async def test_uvicorn_frames_wait_for_a_client_that_stops_reading():
 
     said = []
@@ -826,11 +833,7 @@ async def test_uvicorn_frames_wait_for_a_client_that_stops_reading():
         await receive()
         await send({"type": "websocket.accept"})
         write = compat.text_frame_writer(send)
-        chunk = "z" * 65_536
-        for _ in range(2_000):  # at most 128 MiB: uvicorn pauses writing long before
-            if not write(chunk):
-                said.append(False)
-                break
+        said.append(writes_until_refused(write))
         stop.set()
         await receive()
 
@@ -845,6 +848,113 @@ async def test_no_frame_writer_for_another_servers_send():
         pass
 
     assert compat.text_frame_writer(send) is None
+
+
+# --- uvicorn: chunks written at once (the event stream) --------------------------------------
+
+
+async def http_get(url: str, request_line: str = "GET / HTTP/1.1") -> tuple[bytes, bytes]:
+    """(head, body) of one request to `url` (ws://host:port from uvicorn_serving), read until
+    the server closes the connection: the body exactly as sent, chunk framing included."""
+    host, port = url.removeprefix("ws://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"{request_line}\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    response = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return head, body
+
+
+def chunked(*texts: str) -> bytes:
+    return b"".join(b"%x\r\n%b\r\n" % (len(t.encode()), t.encode()) for t in texts)
+
+
+async def test_uvicorn_chunks_written_at_once_arrive_in_order_as_the_server_frames_them():
+    shared = "é" * 70  # one string for two responses: its chunk is built once
+    outcomes = []
+
+    async def app(scope, receive, send):
+        await receive()
+        assert compat.chunk_writer(send) is None  # nothing started yet
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        write = compat.chunk_writer(send)
+        texts = ["hello\n", shared, "", "x" * 70_000]
+        outcomes.append([write(text) for text in texts])
+        await send({"type": "http.response.body", "body": b"the ordinary way", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})  # complete
+        outcomes.append(write("after the end"))  # never after the last chunk
+
+    async with uvicorn_serving(app) as url:
+        for _ in range(2):
+            head, body = await http_get(url)
+            assert b"transfer-encoding: chunked" in head.lower()
+            expected = chunked("hello\n", shared, "x" * 70_000, "the ordinary way")
+            assert body == expected + b"0\r\n\r\n"
+    assert outcomes == [[True] * 4, False] * 2
+
+
+@pytest.mark.parametrize(
+    ("request_line", "headers"),
+    [
+        ("GET / HTTP/1.1", [(b"content-length", b"5")]),  # a length, not chunks
+        ("HEAD / HTTP/1.1", []),  # no body at all
+    ],
+)
+async def test_no_chunk_writer_where_uvicorn_sends_no_chunks(request_line, headers):
+    writers = []
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        writers.append(compat.chunk_writer(send))
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    async with uvicorn_serving(app) as url:
+        await http_get(url, request_line)
+    assert writers == [None]
+
+
+async def test_uvicorn_chunks_wait_for_a_client_that_stops_reading():
+    said = []
+    stop = asyncio.Event()
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        write = compat.chunk_writer(send)
+        said.append(writes_until_refused(write))
+        stop.set()
+        await send({"type": "http.response.body", "body": b""})
+
+    async with uvicorn_serving(app) as url:
+        host, port = url.removeprefix("ws://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.transport.pause_reading()
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await asyncio.wait_for(stop.wait(), 30)
+        writer.transport.resume_reading()
+        await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+    assert said == [False]
+
+
+async def test_no_chunk_writer_for_another_servers_send():
+    async def send(message):
+        pass
+
+    assert compat.chunk_writer(send) is None
+
+
+def test_uvicorns_response_keeps_what_the_chunk_writer_reads():
+    from uvicorn.protocols.http import httptools_impl as module
+
+    used = _attributes_used_on(module, "flow") | _attributes_used_on(module, "transport")
+    assert {"write_paused", "write"} <= used
+    source = inspect.getsource(module.RequestResponseCycle.send)
+    for name in ("response_started", "response_complete", "disconnected", "chunked_encoding"):
+        assert f"self.{name}" in source
+    # The chunk's framing is uvicorn's own.
+    assert 'content = [b"%x\\r\\n" % len(body), body, b"\\r\\n"]' in source
 
 
 # --- uvicorn: the lean WebSocket protocol ----------------------------------------------------

@@ -207,6 +207,30 @@ async def test_a_socket_and_a_stream_of_one_user_get_the_same_events(server, use
     await stream.close()
 
 
+async def test_live_events_are_written_as_chunks_straight_to_the_connection(server, user):
+    # The fan-out's fast path (compat.chunk_writer) is on under the production config: two
+    # streams of one user share each group message's frame, and read what a replay sends.
+    token = access_token_for(user)
+    streams = [await open_stream(server, token) for _ in range(2)]
+    for stream in streams:
+        await stream.next()  # connected
+    consumers = registry.by_user[user.id]
+    assert len(consumers) == 2
+    assert all(consumer.stream.write_at_once is not None for consumer in consumers)
+    sent = [await publish(user) for _ in range(3)]
+
+    live = [[await stream.next() for _ in sent] for stream in streams]
+
+    replayed = await open_stream(server, token, headers={"Last-Event-ID": "0"})
+    await replayed.next()  # connected
+    from_store = [await replayed.next() for _ in sent]
+    for received in live:
+        assert [m.id for m in received] == ["1", "2", "3"]
+        assert [(m.event, m.data) for m in received] == [(m.event, m.data) for m in from_store]
+    for stream in [*streams, replayed]:
+        await stream.close()
+
+
 async def test_a_ticket_opens_one_stream_once(server, user):
     token = access_token_for(user)
     issued = await new_ticket(server, token)
