@@ -9,6 +9,8 @@ task. Messages are handed to the socket's dispatch() one at a time, in arrival o
 import asyncio
 import logging
 
+from notifications.realtime.waiters import cancel_until_done
+
 logger = logging.getLogger(__name__)
 
 # Stands in for a channel-layer message when the layer itself fails; compared by identity, so
@@ -66,8 +68,10 @@ class LayerMembership:
             self.layer.discard_local_channel(self.channel_name)
         task = self._task
         if task is not None:
-            task.cancel()
-            await asyncio.wait([task])  # let it finish cancelling; its outcome is not ours
+            # Until it has ended, even when the caller is cancelled meanwhile (a client that
+            # went away mid-close): a reader left waiting on the core layer would hold a
+            # blocking Redis pop for good. Its outcome is not ours.
+            await asyncio.shield(cancel_until_done(task))
 
     def _on_message(self, message: dict) -> None:
         # Called by the layer for each message of this channel. The next event of an idle

@@ -1,5 +1,5 @@
 """Futures that several tasks wait on, settled together: the readers of one database visit
-(database.BatchedRead), the sockets of one SUBSCRIBE (layers)."""
+(database.BatchedRead), the sockets of one SUBSCRIBE (layers); and a task stopped for good."""
 
 import asyncio
 from collections.abc import Iterable
@@ -21,3 +21,18 @@ def settle(
             waiter.exception()
         else:
             waiter.set_result(value)
+
+
+async def cancel_until_done(task: asyncio.Task, *, every: float = 0.1) -> None:
+    """Cancel `task` and wait until it has ended, cancelling it again every `every` seconds
+    while it goes on.
+
+    One cancellation is not always enough: Python 3.11's asyncio.wait_for, which redis-py
+    puts around every command it sends when its pool has a socket_timeout, swallows a
+    cancellation that arrives as the write completes, and the caller carries on (fixed in
+    3.12). channels-redis's core layer then goes back to waiting for the channel's next
+    message, which for a channel that has left its group never comes.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=every)
