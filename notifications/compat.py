@@ -7,8 +7,9 @@ upgrade fails there, next to the cause, instead of far away at run time. The pac
 are pinned in requirements.txt (asgiref, Django, channels-redis, uvicorn, websockets,
 prometheus-client).
 
-Only the standard library is imported here: the Python client (which must not import Django)
-uses abort_transport(), and the server-side helpers receive the objects they work on.
+Only the standard library (and notifications.memo, which needs no more) is imported here: the
+Python client (which must not import Django) uses abort_transport(), and the server-side
+helpers receive the objects they work on.
 """
 
 import asyncio
@@ -17,6 +18,8 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable
+
+from notifications.memo import LastResult
 
 # --- asgiref --------------------------------------------------------------------------------
 
@@ -710,21 +713,6 @@ def _is_sans_io_protocol(protocol) -> bool:
     return any(cls.__name__ == "WebSocketsSansIOProtocol" for cls in type(protocol).__mro__)
 
 
-class _EncodedOnce:
-    """`encode(text)`, remembered for the last text: a group message's members share its
-    string, so a fan-out encodes it once."""
-
-    __slots__ = ("_data", "_encode", "_text")
-
-    def __init__(self, encode: Callable[[str], bytes]) -> None:
-        self._encode, self._text, self._data = encode, None, b""
-
-    def __call__(self, text: str) -> bytes:
-        if text is not self._text:
-            self._text, self._data = text, self._encode(text)
-        return self._data
-
-
 def _frame_of(text: str) -> bytes:
     payload = text.encode()
     length = len(payload)
@@ -742,8 +730,9 @@ def _chunk_of(text: str) -> bytes:
     return b"%x\r\n%b\r\n" % (len(body), body)
 
 
-_text_frame = _EncodedOnce(_frame_of)
-_chunk = _EncodedOnce(_chunk_of)
+# A group message's members share its text: the fan-out encodes it once.
+_text_frame = LastResult(_frame_of)
+_chunk = LastResult(_chunk_of)
 
 
 def chunk_writer(send) -> Callable[[str], bool] | None:

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from notifications import compat
+from notifications.memo import LastResult
 from notifications.publish import user_group_name
 from notifications.realtime import selectors, telemetry
 from notifications.realtime.auth import (
@@ -51,7 +52,15 @@ PING = ": ping\n\n"
 CLOSE_TIMEOUT = 1.0
 
 
-_last_event_frame: tuple[dict | None, str] = (None, "")
+def _frame(event_id: int, event_type: str, envelope: str) -> str:
+    return f"id: {event_id}\nevent: {event_type}\ndata: {envelope}\n\n"
+
+
+# One string for every member of a group message: its chunk is then built once too
+# (compat.chunk_writer).
+_live_frame = LastResult(
+    lambda message: _frame(message["event_id"], message["event_type"], message["envelope"])
+)
 
 
 class SseEventStream(EventStream):
@@ -60,19 +69,10 @@ class SseEventStream(EventStream):
     without an id."""
 
     def event_frame(self, message: dict) -> str:
-        # One string for every member of a group message: its chunk is then built once
-        # (compat.chunk_writer).
-        global _last_event_frame
-        last_message, frame = _last_event_frame
-        if message is not last_message:
-            frame = self.stored_event_frame(
-                message["event_id"], message["event_type"], message["envelope"]
-            )
-            _last_event_frame = (message, frame)
-        return frame
+        return _live_frame(message)
 
     def stored_event_frame(self, event_id: int, event_type: str, envelope: str) -> str:
-        return f"id: {event_id}\nevent: {event_type}\ndata: {envelope}\n\n"
+        return _frame(event_id, event_type, envelope)
 
     def control_frame(self, content: dict) -> str:
         return f"event: {content['type']}\ndata: {json.dumps(content)}\n\n"
