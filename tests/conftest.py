@@ -57,6 +57,25 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
         database["CONN_MAX_AGE"] = settings.DATABASE_CONN_MAX_AGE
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, which it drops at the end. Threads of this process keep
+    their connections to it for the session (the realtime read threads, asgiref's, the request
+    threads), and PostgreSQL refuses to drop a database with sessions: they are ended first."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        connection.close()
+
+
 @pytest.fixture(autouse=True)
 def fresh_cache(settings):
     """A cache of each test's own, empty: the suite logs in and registers many times from
