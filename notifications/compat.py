@@ -685,7 +685,7 @@ def text_frame_writer(send) -> Callable[[str], bool] | None:
     websockets' Frame.serialize writes for a server (no mask).
     """
     protocol = getattr(send, "__self__", None)
-    if not _is_sans_io_protocol(protocol) or not protocol.handshake_complete:
+    if not _is_uvicorns(protocol, "WebSocketsSansIOProtocol") or not protocol.handshake_complete:
         return None
     conn, transport, writable = protocol.conn, protocol.transport, protocol.writable
     open_state = conn.state  # websockets' State.OPEN once accepted (no import of websockets)
@@ -709,8 +709,13 @@ def text_frame_writer(send) -> Callable[[str], bool] | None:
     return write
 
 
-def _is_sans_io_protocol(protocol) -> bool:
-    return any(cls.__name__ == "WebSocketsSansIOProtocol" for cls in type(protocol).__mro__)
+def _is_uvicorns(instance, class_name: str) -> bool:
+    """Whether `instance` is of uvicorn's class `class_name` (or a subclass, such as serve's
+    lean protocols), told without importing uvicorn."""
+    return any(
+        cls.__name__ == class_name and cls.__module__.startswith("uvicorn.")
+        for cls in type(instance).__mro__
+    )
 
 
 def _frame_of(text: str) -> bytes:
@@ -754,8 +759,7 @@ def chunk_writer(send) -> Callable[[str], bool] | None:
     """
     cycle = getattr(send, "__self__", None)
     if (
-        type(cycle).__name__ != "RequestResponseCycle"
-        or not type(cycle).__module__.startswith("uvicorn.")
+        not _is_uvicorns(cycle, "RequestResponseCycle")
         or not cycle.response_started
         or cycle.chunked_encoding is not True
         or cycle.scope["method"] == "HEAD"

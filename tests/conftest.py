@@ -4,6 +4,7 @@ import uuid
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -63,8 +64,6 @@ def django_db_setup(django_db_setup, django_db_blocker):
     their connections to it for the session (the realtime read threads, asgiref's, the request
     threads), and PostgreSQL refuses to drop a database with sessions: they are ended first."""
     yield
-    from django.db import connection
-
     if connection.vendor != "postgresql":
         return
     with django_db_blocker.unblock():
